@@ -1,0 +1,90 @@
+"""Losses of both stages (paper eqs. (2), (4), (5)), written with keras.ops.
+
+GAN losses are the non-saturating BCE-with-logits of the original code, averaged over the
+batch and, for the patch discriminator, over all logit positions.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def _bce_with_logits(logits, target: float):
+    labels = ops.full_like(logits, target)
+    return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """BCE(D(real), 1) + BCE(D(fake), 0), each averaged over batch and positions."""
+    return _bce_with_logits(real_logits, 1.0) + _bce_with_logits(fake_logits, 0.0)
+
+
+def generator_adversarial_loss(fake_logits):
+    """Non-saturating generator loss BCE(D(fake), 1)."""
+    return _bce_with_logits(fake_logits, 1.0)
+
+
+def kl_divergence(mu, log_var):
+    """KL(N(mu, exp(log_var)) ‖ N(0, I)), summed over latent dims, averaged over the batch.
+
+    The paper's eq. (5) KL term. The original code parameterised σ directly through a ReLU
+    (so σ ≥ 0 and μ ≥ 0); we use the standard log-variance head instead (README, differences).
+    """
+    per_example = 0.5 * ops.sum(ops.square(mu) + ops.exp(log_var) - log_var - 1.0, axis=-1)
+    return ops.mean(per_example)
+
+
+def keypoint_l1(predicted, target):
+    """Mean absolute coordinate error over batch × time × 2K (λ2 multiplies it)."""
+    return ops.mean(ops.abs(predicted - target))
+
+
+# Caffe preprocessing of keras.applications.vgg19: BGR order, ImageNet means, no std.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+class PerceptualLoss(keras.layers.Layer):
+    """VGG19 perceptual loss of eq. (4): mean over layers of the L1 feature distance.
+
+    Images in [-1, 1] are mapped to [0, 255], RGB→BGR, minus the Caffe means (exactly
+    `keras.applications.vgg19.preprocess_input`), then compared at each of `layers` (post-ReLU
+    activations) by mean absolute difference; the layer losses are averaged with equal weight,
+    as in the original code. VGG19 is frozen. Weights come from
+    `keras.applications.VGG19(weights="imagenet")`, which reads
+    `$KERAS_HOME/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5` before downloading.
+
+    Args:
+      layers: VGG19 layer names, e.g. ["block1_conv2", ..., "block5_conv4"].
+      weights: "imagenet", a path to the h5 file, or None (random; tests of shapes only).
+
+    Call: `loss(prediction, target)`, both [B, H, W, 3] in [-1, 1] → scalar.
+    """
+
+    def __init__(self, layers, weights="imagenet", **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.layer_names = list(layers)
+        self.weights_source = weights
+        vgg = keras.applications.VGG19(include_top=False, weights=weights)
+        vgg.trainable = False
+        self.features = keras.Model(
+            vgg.input, [vgg.get_layer(n).output for n in self.layer_names], name="vgg19_features")
+        self.features.trainable = False
+
+    def _preprocess(self, images):
+        rgb = (images + 1.0) * 127.5
+        bgr = ops.flip(rgb, axis=-1)
+        return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
+
+    def call(self, prediction, target):
+        batch = ops.shape(prediction)[0]
+        both = self.features(self._preprocess(ops.concatenate([prediction, target], axis=0)))
+        if not isinstance(both, (list, tuple)):
+            both = [both]
+        losses = [ops.mean(ops.abs(f[:batch] - f[batch:])) for f in both]
+        return ops.mean(ops.stack(losses))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"layers": self.layer_names, "weights": self.weights_source})
+        return config
