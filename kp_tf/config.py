@@ -41,6 +41,7 @@ class Config:
     discriminator_layers: int = _f(6, "Stride-2 convs in the image discriminator.")
     keypoint_softmax: str = _f("axis", "'axis' (original code: per-axis softmax of averaged logits) or 'spatial' (2-D).")
     gaussian_inv_std: float = _f(14.3, "Inverse std of the keypoint Gaussian maps (original: 14.3 = 1/0.07).")
+    batchnorm_momentum: float = _f(0.999, "BatchNorm moving-average decay (original: 0.999, epsilon 1e-5).")
     perceptual_layers: str = _f(
         "block1_conv2,block2_conv2,block3_conv4,block4_conv4,block5_conv4",
         "VGG19 layers of the perceptual loss (eq. 4), equal weights.")

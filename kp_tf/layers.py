@@ -1,0 +1,97 @@
+"""Keypoint layers shared by the detector and the translator (paper §3.1, eqs. (1)–(3)).
+
+Coordinates are (x, y) in [-1, 1] on the linspace grid: -1 is the centre of the first
+pixel (left/top), +1 the centre of the last, as in the original code (from IMM).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def _grid(n, dtype):
+    return ops.cast(ops.linspace(-1.0, 1.0, n), dtype)
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class KeypointExpectation(keras.layers.Layer):
+    """Heatmap logits → keypoint coordinates by softmax-expectation (the detector Q's head).
+
+    `mode="axis"` is the original code's `get_coord`: for y, the logits are averaged over the
+    width, soft-maxed over the height and the expectation of the row coordinate is taken;
+    x likewise with the axes swapped. `mode="spatial"` is the usual 2-D spatial softmax
+    (a softmax over all H·W positions, then the expected (x, y)).
+
+    Args:
+      mode: "axis" (default, as the original) or "spatial".
+
+    Input: logits [B, H, W, K]. Output: keypoints [B, K, 2], (x, y) in [-1, 1].
+    """
+
+    def __init__(self, mode: str = "axis", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("axis", "spatial"):
+            raise ValueError(f"KeypointExpectation: mode must be 'axis' or 'spatial', got {mode!r}")
+        self.mode = mode
+
+    def call(self, logits):
+        h, w = ops.shape(logits)[1], ops.shape(logits)[2]
+        ys, xs = _grid(h, logits.dtype), _grid(w, logits.dtype)
+        if self.mode == "axis":
+            p_y = ops.softmax(ops.mean(logits, axis=2), axis=1)  # [B, H, K]
+            p_x = ops.softmax(ops.mean(logits, axis=1), axis=1)  # [B, W, K]
+        else:
+            b, k = ops.shape(logits)[0], ops.shape(logits)[3]
+            p = ops.softmax(ops.reshape(logits, [b, h * w, k]), axis=1)
+            p = ops.reshape(p, [b, h, w, k])
+            p_y, p_x = ops.sum(p, axis=2), ops.sum(p, axis=1)
+        y = ops.einsum("bhk,h->bk", p_y, ys)
+        x = ops.einsum("bwk,w->bk", p_x, xs)
+        return ops.stack([x, y], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3], 2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class GaussianMaps(keras.layers.Layer):
+    """Keypoints → one isotropic Gaussian map per keypoint (the translator's keypoint input).
+
+    map_k(y, x) = exp(-((x - μx)² + (y - μy)²) · inv_std²) on the [-1, 1] linspace grid,
+    unnormalised, as the original `get_gaussian_maps` ('rot' mode). inv_std = 14.3 gives
+    σ ≈ 0.049 in normalised units (≈ 0.8 cells of a 32×32 map).
+
+    Args:
+      size: output resolution (square), e.g. 32 for the translator at 128×128.
+      inv_std: inverse standard deviation in normalised units (default 14.3).
+
+    Input: keypoints [B, K, 2] (x, y). Output: maps [B, size, size, K].
+    """
+
+    def __init__(self, size: int, inv_std: float = 14.3, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+        self.inv_std = float(inv_std)
+
+    def call(self, keypoints):
+        grid = _grid(self.size, keypoints.dtype)
+        mu_x = keypoints[:, None, :, 0]  # [B, 1, K]
+        mu_y = keypoints[:, None, :, 1]
+        d_x = ops.square(grid[None, :, None] - mu_x)  # [B, W, K]
+        d_y = ops.square(grid[None, :, None] - mu_y)  # [B, H, K]
+        dist = d_y[:, :, None, :] + d_x[:, None, :, :]  # [B, H, W, K]
+        return ops.exp(-dist * (self.inv_std ** 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size, "inv_std": self.inv_std})
+        return config

@@ -1,0 +1,138 @@
+"""The training loop both stages share: strategy, checkpoints, resume, summaries, progress.
+
+A trainer object provides:
+  - `checkpoint_objects()`: dict of trackables (models, optimizers) to checkpoint;
+  - `train_step(batch)`: one replica's update, returning a dict of scalar losses already
+    divided by the number of replicas (so a SUM over replicas is the global-batch mean);
+  - `learning_rate(step)`: the scheduled learning rate;
+  - `write_images(batch, step)` (optional): image summaries on a fixed batch.
+`fit` builds the distributed step, resumes from the newest checkpoint in the run folder,
+stops on a non-finite loss without overwriting the last good checkpoint, and saves on
+Ctrl-C, so a run killed at any moment continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """'auto': MultiWorkerMirrored when TF_CONFIG names several workers, Mirrored over several
+    GPUs, else the default strategy; or 'default', 'mirrored', 'multiworker' explicitly."""
+    if kind == "auto":
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        if len(cluster.get("worker", [])) > 1:
+            kind = "multiworker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            kind = "mirrored"
+        else:
+            kind = "default"
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"unknown strategy {kind!r}: use auto, default, mirrored or multiworker")
+
+
+def exponential_decay(cfg):
+    """lr · decay^(step / decay_steps), smooth (the original's staircase=False)."""
+    return keras.optimizers.schedules.ExponentialDecay(
+        cfg.learning_rate, cfg.lr_decay_steps, cfg.lr_decay, staircase=False)
+
+
+def adam(cfg):
+    return keras.optimizers.Adam(exponential_decay(cfg), beta_1=cfg.beta1, beta_2=cfg.beta2)
+
+
+def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribute.Strategy,
+        checkpoint_every: int, summary_every: int, image_summary_every: int,
+        xla: bool = False, verbose: bool = True) -> int:
+    """Trains until `steps`; returns the final step. Resumes from `logdir/checkpoints`.
+
+    `make_dataset(start_step)` returns the global-batch tf.data.Dataset; it gets the resume step
+    so that a resumed run does not replay the batches it already trained on.
+    """
+    os.makedirs(logdir, exist_ok=True)
+    with strategy.scope():
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        ckpt = tf.train.Checkpoint(step=step, **trainer.checkpoint_objects())
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(logdir, "checkpoints"), max_to_keep=3)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
+        if verbose:
+            print(f"Resumed from {manager.latest_checkpoint} at step {int(step)}", flush=True)
+    start = int(step)
+    if start >= steps:
+        return start
+
+    dataset = make_dataset(start)
+    preview = next(iter(dataset))  # a fixed batch for image summaries
+    batches = iter(strategy.experimental_distribute_dataset(dataset))
+
+    def replica_step(batch):
+        return trainer.train_step(batch)
+
+    replica_step = tf.function(replica_step, jit_compile=True) if xla else replica_step
+
+    @tf.function
+    def distributed_step(batch):
+        losses = strategy.run(replica_step, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in losses.items()}
+
+    writer = tf.summary.create_file_writer(os.path.join(logdir, "train"))
+    progress = keras.utils.Progbar(steps, stateful_metrics=None, verbose=1 if verbose else 0,
+                                   unit_name="step")
+    progress.update(start)
+    last_time = time.perf_counter()
+
+    def save(reason):
+        path = manager.save(checkpoint_number=int(step))
+        logging.info("checkpoint %s (%s)", path, reason)
+
+    try:
+        while int(step) < steps:
+            losses = {k: float(v) for k, v in distributed_step(next(batches)).items()}
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite loss ({', '.join(f'{k}={losses[k]}' for k in bad)}) at step "
+                    f"{int(step) + 1}; stopped without saving. The last good checkpoint is "
+                    f"{manager.latest_checkpoint or 'none (nothing saved yet)'}; lower the "
+                    f"learning rate or check the data, then rerun to resume from it.")
+            step.assign_add(1)
+            s = int(step)
+            now = time.perf_counter()
+            step_seconds, last_time = now - last_time, now
+            progress.update(s, values=[(k, v) for k, v in losses.items() if not k.startswith("_")])
+            if s % summary_every == 0 or s == steps:
+                with writer.as_default(step=s):
+                    for k, v in losses.items():
+                        tf.summary.scalar(k.lstrip("_"), v)
+                    tf.summary.scalar("learning_rate", float(trainer.learning_rate(s)))
+                    tf.summary.scalar("step_seconds", step_seconds)
+            if hasattr(trainer, "write_images") and (s % image_summary_every == 0 or s == steps):
+                with writer.as_default(step=s):
+                    trainer.write_images(preview, s)
+            if s % checkpoint_every == 0 or s == steps:
+                save("periodic" if s < steps else "final")
+    except KeyboardInterrupt:
+        save("interrupted")
+        raise
+    finally:
+        writer.flush()
+    return int(step)

@@ -1,0 +1,117 @@
+"""Stage 1: keypoint detector + translator trained against the image discriminator (paper §3.1).
+
+G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating); D loss = BCE(real, 1) +
+BCE(fake, 0) on the 'patch' logits. The generator (detector, image encoder, translator) and
+the discriminator have their own tape and Adam optimizer. One step = a G update and then a D
+update on the same batch, D seeing the fakes of G's forward pass: the original pulled a fresh
+batch and recomputed G for its D step, which costs a third more compute for no known gain
+(README, differences).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from kp_tf import losses
+from kp_tf.models.stage1 import Stage1Networks
+from kp_tf.training import loop
+
+
+def keypoint_spread(keypoints):
+    """Mean distance of the keypoints from their centroid ([-1, 1] units): ~0 means collapse."""
+    centre = tf.reduce_mean(keypoints, axis=1, keepdims=True)
+    return tf.reduce_mean(tf.norm(keypoints - centre, axis=-1))
+
+
+def background_fraction(keypoints, mask):
+    """Fraction of keypoints where the translator copies the reference (mask > 0.5): those sit
+    on what the model treats as static background rather than on the moving object."""
+    size = tf.cast(tf.shape(mask)[1], keypoints.dtype)
+    pix = tf.cast(tf.round((keypoints + 1.0) * 0.5 * (size - 1.0)), tf.int32)
+    pix = tf.clip_by_value(pix, 0, tf.shape(mask)[1] - 1)
+    values = tf.gather_nd(mask[..., 0], tf.stack([pix[..., 1], pix[..., 0]], -1), batch_dims=1)
+    return tf.reduce_mean(tf.cast(values > 0.5, tf.float32))
+
+
+class Stage1Trainer:
+    """Owns the stage-1 networks, the VGG19 perceptual loss and the two optimizers.
+
+    Create it under the strategy's scope.
+    """
+
+    def __init__(self, cfg, perceptual_weights="imagenet"):
+        self.cfg = cfg
+        self.nets = Stage1Networks(cfg)
+        self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=perceptual_weights)
+        self.g_optimizer = loop.adam(cfg)
+        self.d_optimizer = loop.adam(cfg)
+        self.g_optimizer.build(self.nets.generator_variables)
+        self.d_optimizer.build(self.nets.discriminator.trainable_variables)
+        self._schedule = loop.exponential_decay(cfg)
+
+    def checkpoint_objects(self):
+        n = self.nets
+        return {"detector": n.detector, "image_encoder": n.image_encoder,
+                "translator": n.translator, "discriminator": n.discriminator,
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+    def learning_rate(self, step):
+        return self._schedule(step)
+
+    @staticmethod
+    def _replicas():
+        return tf.distribute.get_strategy().num_replicas_in_sync
+
+    def train_generator(self, reference, target):
+        variables = self.nets.generator_variables
+        with tf.GradientTape() as tape:
+            out = self.nets.translate(reference, target, training=True)
+            perceptual = self.perceptual(out["output"], target)
+            adversarial = losses.generator_adversarial_loss(
+                self.nets.discriminator(out["output"], training=True))
+            total = (self.cfg.lambda_perceptual * perceptual
+                     + self.cfg.lambda_image_adv * adversarial)
+            scaled = total / self._replicas()
+        grads = tape.gradient(scaled, variables)
+        self.g_optimizer.apply_gradients(zip(grads, variables))
+        return out, {"g_loss": total, "perceptual": perceptual, "g_adversarial": adversarial}
+
+    def train_discriminator(self, real, fake):
+        variables = self.nets.discriminator.trainable_variables
+        fake = tf.stop_gradient(fake)
+        with tf.GradientTape() as tape:
+            real_logits = self.nets.discriminator(real, training=True)
+            fake_logits = self.nets.discriminator(fake, training=True)
+            loss = losses.discriminator_loss(real_logits, fake_logits)
+            scaled = loss / self._replicas()
+        grads = tape.gradient(scaled, variables)
+        self.d_optimizer.apply_gradients(zip(grads, variables))
+        return {"d_loss": loss,
+                "_d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
+                "_d_fake": tf.reduce_mean(tf.sigmoid(fake_logits))}
+
+    def train_step(self, batch):
+        out, g_losses = self.train_generator(batch["reference"], batch["target"])
+        d_losses = self.train_discriminator(batch["target"], out["output"])
+        diagnostics = {
+            "_keypoint_spread": keypoint_spread(out["target_keypoints"]),
+            "_keypoints_on_background": background_fraction(out["target_keypoints"], out["mask"]),
+        }
+        replicas = self._replicas()
+        return {k: v / replicas for k, v in {**g_losses, **d_losses, **diagnostics}.items()}
+
+    def write_images(self, batch, step, max_images=6):
+        from kp_tf import viz
+
+        reference = batch["reference"][:max_images]
+        target = batch["target"][:max_images]
+        out = self.nets.translate(reference, target, training=False)
+        rows = [viz.to_uint8(reference), viz.to_uint8(target), viz.to_uint8(out["output"]),
+                viz.to_uint8(np.clip(out["generated"], -1, 1)),
+                viz.to_uint8(np.repeat(np.asarray(out["mask"]) * 2 - 1, 3, axis=-1)),
+                viz.draw_keypoints(viz.to_uint8(reference), np.asarray(out["reference_keypoints"])),
+                viz.draw_keypoints(viz.to_uint8(target), np.asarray(out["target_keypoints"]))]
+        grid = viz.image_grid(rows)
+        tf.summary.image("reference | target | output | generated | mask | kp(ref) | kp(target)"
+                         .replace(" ", ""), grid[None], step=step)
