@@ -1,0 +1,148 @@
+"""Drawing and video writing for summaries, predictions and evaluation.
+
+Images are uint8 RGB [..., H, W, 3]; keypoints are (x, y) in [-1, 1] with the linspace
+convention of `kp_tf.data.tfrecords` (-1/+1 at the first/last pixel centre).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import contextlib
+import os
+import tempfile
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from kp_tf.data.tfrecords import normalized_to_pixels
+
+_SHIFT = 4  # fractional bits of the coordinates handed to cv2, for sub-pixel placement
+
+
+def keypoint_colors(k: int) -> np.ndarray:
+    """Distinct saturated colours, red → magenta like matplotlib's gist_rainbow: uint8 [k, 3]."""
+    rgb = [colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in np.linspace(0.0, 0.83, k)]
+    return np.round(np.reshape(rgb, (k, 3)) * 255.0).astype(np.uint8)
+
+
+def draw_keypoints(images, keypoints, radius: int | None = None) -> np.ndarray:
+    """Filled, outlined, anti-aliased dots at the keypoints, in `keypoint_colors(K)` order.
+
+    Args:
+      images: uint8 [..., H, W, 3].
+      keypoints: float [..., K, 2], (x, y) in [-1, 1]; the leading dims match `images`'.
+      radius: dot radius in pixels; default grows with the image (1 px at 64×64, 2 at 128).
+
+    Returns:
+      A new uint8 array shaped like `images`.
+    """
+    images = np.asarray(images, np.uint8)
+    h, w = images.shape[-3:-1]
+    keypoints = np.asarray(keypoints, np.float32)
+    if keypoints.shape[:-2] != images.shape[:-3]:
+        raise ValueError(f"keypoints {keypoints.shape} do not match images {images.shape}")
+    if radius is None:
+        radius = max(1, min(h, w) // 48)
+    colors = [c.tolist() for c in keypoint_colors(keypoints.shape[-2])]
+    fixed = np.round(normalized_to_pixels(keypoints, h, w) * (1 << _SHIFT)).astype(np.int32)
+    out = images.reshape(-1, h, w, 3).copy()
+    for image, points in zip(out, fixed.reshape(len(out), -1, 2)):
+        for (x, y), color in zip(points, colors):
+            # The dark rim keeps light dots visible on light backgrounds.
+            cv2.circle(image, (x, y), (radius + 1) << _SHIFT, (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+            cv2.circle(image, (x, y), radius << _SHIFT, color, -1, cv2.LINE_AA, _SHIFT)
+    return out.reshape(images.shape)
+
+
+def to_uint8(images) -> np.ndarray:
+    """Float images in [-1, 1] (clipped) → uint8 [0, 255], same shape."""
+    return np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def image_grid(rows, pad: int = 2) -> np.ndarray:
+    """One row per entry, one column per image, with white gutters.
+
+    Args:
+      rows: list of R uint8 arrays [N, H, W, 3], all the same shape.
+      pad: gutter width in pixels, also around the border.
+
+    Returns:
+      uint8 [R * (H + pad) + pad, N * (W + pad) + pad, 3].
+    """
+    rows = [np.asarray(r, np.uint8) for r in rows]
+    n, h, w, _ = rows[0].shape
+    if any(r.shape != rows[0].shape for r in rows):
+        raise ValueError(f"rows differ in shape: {[r.shape for r in rows]}")
+    grid = np.full((len(rows) * (h + pad) + pad, n * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = image
+    return grid
+
+
+def side_by_side(a, b) -> np.ndarray:
+    """Two videos uint8 [T, H, W, 3] (same T and H) → [T, H, W_a + W_b, 3]."""
+    return np.concatenate([np.asarray(a), np.asarray(b)], axis=-2)
+
+
+@contextlib.contextmanager
+def _atomic(path: str, suffix: str):
+    """Yields a temporary path beside `path`, moved onto it only if the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the final file private
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_gif(path: str, frames, fps: float = 10, scale: int = 1) -> None:
+    """Writes an endlessly looping GIF, one median-cut palette per frame.
+
+    Args:
+      path: output file.
+      frames: uint8 [T, H, W, 3].
+      fps: frames per second.
+      scale: integer nearest-neighbour upscaling, for tiny frames.
+
+    Pillow merges consecutive identical frames into one longer frame, so a reader may
+    count fewer frames than T for videos that stand still.
+    """
+    frames = np.asarray(frames, np.uint8)
+    if scale != 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    images = [Image.fromarray(f).quantize(256, method=Image.Quantize.MEDIANCUT) for f in frames]
+    with _atomic(path, ".gif") as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=round(1000 / fps), loop=0, optimize=True)
+
+
+def write_mp4(path: str, frames, fps: float = 10) -> None:
+    """Writes an MPEG-4 video (OpenCV's 'mp4v' codec).
+
+    Args:
+      path: output file, ending in .mp4.
+      frames: uint8 [T, H, W, 3] RGB.
+      fps: frames per second.
+
+    Raises:
+      IOError: if OpenCV cannot open a writer for the file.
+    """
+    frames = np.asarray(frames, np.uint8)
+    h, w = frames.shape[1:3]
+    with _atomic(path, ".mp4") as tmp:
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        if not writer.isOpened():
+            raise IOError(f"cannot open an mp4v video writer for {path}")
+        try:
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()

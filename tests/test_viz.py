@@ -1,0 +1,111 @@
+"""Keypoint drawing, grids and GIF/MP4 writing."""
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from kp_tf import viz
+
+
+def _moving_square(t=5, h=24, w=32):
+    """uint8 [t, h, w, 3]: a red square moving right on grey, so no two frames are equal."""
+    frames = np.full((t, h, w, 3), 90, np.uint8)
+    for i in range(t):
+        frames[i, 8:16, 4 * i:4 * i + 8] = (220, 30, 30)
+    return frames
+
+
+def test_keypoint_colors_are_distinct():
+    colors = viz.keypoint_colors(10)
+    assert colors.shape == (10, 3) and colors.dtype == np.uint8
+    assert len({tuple(c) for c in colors}) == 10
+    assert viz.keypoint_colors(1).shape == (1, 3)
+
+
+def test_draw_keypoints_places_dots_at_the_pixel_centres():
+    images = np.zeros((2, 33, 33, 3), np.uint8)
+    keypoints = np.array([[[-1, -1], [1, 1], [0, 0]]] * 2, np.float32)
+    out = viz.draw_keypoints(images, keypoints, radius=2)
+    colors = viz.keypoint_colors(3)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert not images.any()  # the input is left alone
+    for frame in out:
+        np.testing.assert_array_equal(frame[0, 0], colors[0])
+        np.testing.assert_array_equal(frame[32, 32], colors[1])
+        np.testing.assert_array_equal(frame[16, 16], colors[2])
+        assert not frame[8, 24].any()  # far from every dot
+
+
+def test_draw_keypoints_on_a_single_image():
+    image = np.full((64, 48, 3), 255, np.uint8)
+    out = viz.draw_keypoints(image, np.array([[1.0, -1.0]]))  # top-right, default radius
+    np.testing.assert_array_equal(out[0, 47], viz.keypoint_colors(1)[0])
+    out = viz.draw_keypoints(image, np.array([[1.0, -1.0]]), radius=2)
+    assert (out[2, 45] < 128).all()  # the dark rim: 2.8 px from the centre, radius 2 + 1
+    with pytest.raises(ValueError):
+        viz.draw_keypoints(image, np.zeros((2, 1, 2)))
+
+
+def test_to_uint8():
+    out = viz.to_uint8(np.array([-2.0, -1.0, 0.0, 1.0, 3.0]))
+    np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
+    assert out.dtype == np.uint8
+
+
+def test_image_grid_and_side_by_side():
+    rows = [np.full((3, 10, 12, 3), i * 50, np.uint8) for i in range(2)]
+    grid = viz.image_grid(rows, pad=2)
+    assert grid.shape == (2 * 12 + 2, 3 * 14 + 2, 3)
+    np.testing.assert_array_equal(grid[14:24, 2:14], rows[1][0])
+    assert (grid[0] == 255).all()
+    with pytest.raises(ValueError):
+        viz.image_grid([rows[0], rows[1][:2]])
+    assert viz.side_by_side(rows[0], rows[1]).shape == (3, 10, 24, 3)
+
+
+def test_gif_round_trip(tmp_path):
+    path = tmp_path / "clip.gif"
+    frames = _moving_square()
+    viz.write_gif(str(path), frames, fps=10, scale=2)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 5 and gif.size == (64, 48)
+        assert gif.info.get("loop") == 0
+        gif.seek(2)
+        first = np.asarray(gif.convert("RGB"))
+    np.testing.assert_allclose(first[20, 20], frames[2, 10, 10], atol=8)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.gif"]  # no temporary left over
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_mp4_round_trip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    frames = _moving_square(t=6)
+    viz.write_mp4(str(path), frames, fps=10)
+    capture = cv2.VideoCapture(str(path))
+    read = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        read.append(frame[..., ::-1])
+    capture.release()
+    assert len(read) == 6 and read[0].shape == (24, 32, 3)
+    # RGB order survives: the square is still red.
+    np.testing.assert_allclose(read[0][12, 4], frames[0, 12, 4], atol=40)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_mp4_writer_failure_names_the_path(tmp_path, monkeypatch):
+    class Closed:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(cv2, "VideoWriter", Closed)
+    path = tmp_path / "broken.mp4"
+    with pytest.raises(IOError, match="broken.mp4"):
+        viz.write_mp4(str(path), _moving_square())
+    assert not list(tmp_path.iterdir())
