@@ -173,3 +173,206 @@ def parse_keypoints(serialized):
         "num_frames": t,
         "keypoints": tf.reshape(tf.sparse.to_dense(ex["keypoints"]), [t, k, 2]),
     }
+
+
+# --- sharded clip files and their manifest ---------------------------------------------------
+#
+# A converted dataset is a folder holding `{split}-{i:05d}-of-{n:05d}.tfrecord` shards and a
+# `manifest.json` that lists every shard with its clip count and sha256. Shards are written under
+# hidden temporary names (`.{split}-{i:05d}.tfrecord.tmp`) and renamed only once the whole split
+# is written, because n is known only then and because a reader globbing `*.tfrecord` must never
+# pick up a half-written file.
+
+# Imported here rather than at the top so that this section reads as one unit appended to
+# the format definitions above.
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+
+MANIFEST_NAME = "manifest.json"
+_SHARD_RE = r"{split}-\d{{5}}-of-\d{{5}}\.tfrecord"
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def sha256_file(path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def serialize_clip_deterministic(clip: Clip) -> bytes:
+    """`serialize_clip` with a canonical byte order.
+
+    The Example's feature map is serialized in hash-table order, which changes from process to
+    process; re-serializing with `deterministic=True` (same message, sorted map keys) makes the
+    same clip give the same bytes, so re-running a conversion reproduces the shard checksums.
+    """
+    return tf.train.Example.FromString(serialize_clip(clip)).SerializeToString(deterministic=True)
+
+
+class ShardWriter:
+    """Writes one split's clips into shards of `clips_per_shard`, committed all at once.
+
+    Usage:
+      writer = ShardWriter(out_dir, "train", clips_per_shard=64)
+      for clip in clips: writer.write(clip)
+      shards = writer.commit()   # or writer.abort()
+
+    Until `commit`, everything lives in hidden `.tmp` files; `commit` renames them to their final
+    `{split}-{i:05d}-of-{n:05d}.tfrecord` names (atomic `os.replace` each) and then deletes this
+    split's shards left over from an earlier run that the new set does not overwrite, so a re-run
+    never leaves duplicates or stale extra shards. Also usable as a context manager, which
+    aborts on an exception.
+    """
+
+    def __init__(self, out_dir, split: str, clips_per_shard: int = 64):
+        if clips_per_shard < 1:
+            raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
+        if not split or "/" in split or split.startswith("."):
+            raise ValueError(f"bad split name {split!r}")
+        self.out_dir = str(out_dir)
+        self.split = split
+        self.clips_per_shard = int(clips_per_shard)
+        os.makedirs(self.out_dir, exist_ok=True)
+        # Temporary files of a run that crashed before committing this split.
+        for name in os.listdir(self.out_dir):
+            if name.startswith(f".{split}-") and name.endswith(".tfrecord.tmp"):
+                os.remove(os.path.join(self.out_dir, name))
+        self._temps: list[str] = []
+        self._counts: list[int] = []
+        self._writer = None
+        self.num_clips = 0
+        self.num_frames = 0
+        self.min_frames: int | None = None
+        self.max_frames: int | None = None
+
+    def _temp_path(self, index: int) -> str:
+        return os.path.join(self.out_dir, f".{self.split}-{index:05d}.tfrecord.tmp")
+
+    def write(self, clip: Clip) -> None:
+        """Appends one clip, opening a new shard every `clips_per_shard` clips."""
+        record = serialize_clip_deterministic(clip)  # before opening: a bad clip opens no shard
+        if self._writer is None or self._counts[-1] >= self.clips_per_shard:
+            self._close_current()
+            path = self._temp_path(len(self._temps))
+            self._writer = tf.io.TFRecordWriter(path)
+            self._temps.append(path)
+            self._counts.append(0)
+        self._writer.write(record)
+        self._counts[-1] += 1
+        t = clip.num_frames
+        self.num_clips += 1
+        self.num_frames += t
+        self.min_frames = t if self.min_frames is None else min(self.min_frames, t)
+        self.max_frames = t if self.max_frames is None else max(self.max_frames, t)
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def commit(self) -> list[dict]:
+        """Renames the shards into place; returns [{file, clips, bytes, sha256}] in order."""
+        self._close_current()
+        n = len(self._temps)
+        shards, final_names = [], set()
+        for i, (tmp, count) in enumerate(zip(self._temps, self._counts)):
+            name = shard_name(self.split, i, n)
+            shards.append({"file": name, "clips": count, "bytes": os.path.getsize(tmp),
+                           "sha256": sha256_file(tmp)})
+            os.replace(tmp, os.path.join(self.out_dir, name))
+            final_names.add(name)
+        pattern = re.compile(_SHARD_RE.format(split=re.escape(self.split)))
+        for name in os.listdir(self.out_dir):
+            if pattern.fullmatch(name) and name not in final_names:
+                os.remove(os.path.join(self.out_dir, name))
+        self._temps, self._counts = [], []
+        return shards
+
+    def abort(self) -> None:
+        """Deletes this writer's temporary files; committed shards of earlier runs stay."""
+        self._close_current()
+        for tmp in self._temps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self._temps, self._counts = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
+def write_manifest(data_dir, manifest: dict) -> str:
+    """Writes `data_dir/manifest.json` atomically (temp file + os.replace); returns its path."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, MANIFEST_NAME)
+    tmp = os.path.join(data_dir, f".{MANIFEST_NAME}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(data_dir) -> dict:
+    """Reads `data_dir/manifest.json`.
+
+    Raises:
+      FileNotFoundError: no manifest there (the message names the folder and how to make it).
+      ValueError: the manifest is not valid JSON.
+    """
+    path = os.path.join(str(data_dir), MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in data folder {data_dir!r}: convert the dataset first, e.g. "
+            f"`python tools/make_tfrecords.py --dataset=NAME --src=DIR --out={data_dir}`")
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def shard_paths(data_dir, split: str, verify: bool = False) -> list[str]:
+    """The split's shard files as listed by the manifest, checked to exist (and match).
+
+    Args:
+      data_dir: the converted dataset folder.
+      split: 'train', 'test', ...
+      verify: also compare each shard's sha256 with the manifest (reads every byte).
+
+    Raises:
+      FileNotFoundError: no manifest, or a listed shard is missing (both name the folder).
+      ValueError: the split is not in the manifest, has no shards, or a checksum differs.
+    """
+    manifest = load_manifest(data_dir)
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise ValueError(f"data folder {data_dir!r} has no split {split!r}; its manifest lists "
+                         f"{sorted(splits)}")
+    shards = splits[split].get("shards", [])
+    if not shards:
+        raise ValueError(f"data folder {data_dir!r}: split {split!r} has no clips")
+    paths = []
+    for shard in shards:
+        path = os.path.join(str(data_dir), shard["file"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"data folder {data_dir!r}: shard {shard['file']} listed in "
+                                    f"{MANIFEST_NAME} is missing; re-run the conversion")
+        if verify and sha256_file(path) != shard["sha256"]:
+            raise ValueError(f"data folder {data_dir!r}: shard {shard['file']} does not match the "
+                             f"sha256 in {MANIFEST_NAME}; re-run the conversion")
+        paths.append(path)
+    return paths

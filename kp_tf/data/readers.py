@@ -1,0 +1,446 @@
+"""Readers from raw video formats to `kp_tf.data.clip.Clip`.
+
+Formats:
+  * animated GIF (Moving GIF / MGIF as published by Siarohin et al.): `read_gif`;
+  * videos (.mp4, .avi, .mov) through OpenCV: `read_video`;
+  * folders of frame images, naturally sorted by name: `read_frame_folder`;
+  * horizontal strips of square frames (the Monkey-Net / FOMM format used for UvA-NEMO and
+    Weizmann): `read_strip`;
+  * `read_clip` picks one of the above from the path;
+  * Penn Action (frames + .mat labels + 9-class split files): `read_penn_clip`, `read_penn_split`;
+  * the Weizmann 64×64 copy (strips + labels.csv): `read_weizmann_labels`, `read_weizmann_clip`.
+
+Every reader raises `ClipReadError` for a missing, empty, corrupt, truncated or otherwise
+unreadable file, never a bare OpenCV / Pillow / SciPy exception and never an empty clip, so a
+converter can report the file and go on with the next one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Optional
+
+import cv2
+import numpy as np
+from PIL import Image, ImageSequence
+
+from kp_tf.data.clip import Clip
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
+GIF_EXTENSIONS = (".gif",)
+CLIP_EXTENSIONS = GIF_EXTENSIONS + VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+
+# Penn Action, the 9-class subset of Villegas et al. (2017) used by the paper, in index order.
+PENN_CLASSES = (
+    "tennis_serve", "pullup", "clean_and_jerk", "tennis_forehand", "baseball_pitch",
+    "jumping_jacks", "golf_swing", "squat", "baseball_swing",
+)
+PENN_JOINTS = (
+    "head", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
+    "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
+)
+# Weizmann 64×64 copy in ../shared/data/weizmann64 (see its README); fixed order = label index.
+WEIZMANN_CLASSES = ("wave1", "wave2", "jack", "bend")
+
+# cv2.VideoCapture reports the container's frame count; decoders can legitimately deliver a
+# frame or two fewer, but a file cut in half delivers far fewer. Below this fraction of the
+# announced count the file is treated as truncated.
+_MIN_DECODED_FRACTION = 0.9
+
+
+class ClipReadError(ValueError):
+    """A clip file that cannot be turned into a Clip; the message names the file and the problem.
+
+    Attributes:
+      path: the offending file or folder, as a string.
+      reason: what is wrong with it.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = str(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self):
+        # Keep the two-argument constructor picklable (multiprocessing, pytest-xdist).
+        return (type(self), (self.path, self.reason))
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders 'frame2' before 'frame10' (digit runs compare as numbers)."""
+    # re.split with a capture group alternates text, number, text, ...; so the same positions
+    # always hold the same type and the lists compare without TypeError.
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(name))]
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ClipReadError(path, "file not found")
+    if not path.is_file():
+        raise ClipReadError(path, "not a regular file")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ClipReadError(path, f"cannot stat: {e}") from e
+    if size == 0:
+        raise ClipReadError(path, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise ClipReadError(path, "file is not readable (permission denied)")
+
+
+def _make_clip(path: Path, frames: np.ndarray, clip_id: Optional[str], **kwargs) -> Clip:
+    meta = {"source": str(path)}
+    meta.update(kwargs.pop("meta", {}))
+    try:
+        return Clip(clip_id=clip_id or path.stem, frames=frames, meta=meta, **kwargs)
+    except ValueError as e:  # Clip's own shape checks
+        raise ClipReadError(path, str(e)) from e
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode → uint8 [H, W, 3]; palette transparency and alpha are dropped."""
+    if image.mode == "RGB":
+        return np.asarray(image, np.uint8)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / float greyscale: Pillow's convert("RGB") clips instead of scaling.
+        a = np.asarray(image, np.float64)
+        hi = 65535.0 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        g = np.clip(np.round(a * (255.0 / hi)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    # Through RGBA so that palette images with a transparency entry convert without Pillow's
+    # warning; the alpha channel itself is discarded (the colour under it is kept).
+    return np.asarray(image.convert("RGBA"), np.uint8)[..., :3].copy()
+
+
+def load_image(path) -> np.ndarray:
+    """One still image → uint8 [H, W, 3] RGB.
+
+    Raises:
+      ClipReadError: missing, empty, corrupt or truncated file.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes now, so a truncated file fails here and not later
+            return _pil_to_rgb(image)
+    except ClipReadError:
+        raise
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        raise ClipReadError(path, f"cannot decode image: {e}") from e
+
+
+def read_gif(path, *, clip_id: Optional[str] = None) -> Clip:
+    """All frames of an animated GIF, RGB (palette resolved, alpha dropped).
+
+    Args:
+      path: the .gif file.
+      clip_id: defaults to the file stem.
+
+    Raises:
+      ClipReadError: missing, empty, corrupt or truncated file.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ClipReadError(path, f"cannot read: {e}") from e
+    if not data.startswith((b"GIF87a", b"GIF89a")):
+        raise ClipReadError(path, "not a GIF file (bad signature)")
+    # Pillow stops quietly at end of data when a file is cut between two frames; the GIF
+    # trailer byte ';' is what tells a complete file from one cut at a frame boundary.
+    if not data.rstrip(b"\x00").endswith(b";"):
+        raise ClipReadError(path, "truncated GIF (no trailer)")
+    try:
+        with Image.open(path) as image:
+            frames = [_pil_to_rgb(f) for f in ImageSequence.Iterator(image)]
+    except Exception as e:
+        raise ClipReadError(path, f"cannot decode GIF: {e}") from e
+    if not frames:
+        raise ClipReadError(path, "GIF has no frames")
+    return _make_clip(path, np.stack(frames), clip_id)
+
+
+def read_video(path, *, clip_id: Optional[str] = None) -> Clip:
+    """All frames of a video file (.mp4/.avi/.mov) through cv2.VideoCapture, RGB.
+
+    Raises:
+      ClipReadError: missing, empty, corrupt or truncated file, or no frame decoded.
+    """
+    path = Path(path)
+    _check_file(path)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ClipReadError(path, "cannot open video (corrupt, truncated or unsupported codec)")
+        announced = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        frames = []
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+            else:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            if frames and frame.shape != frames[0].shape:
+                raise ClipReadError(path, f"frame {len(frames)} has shape {frame.shape}, "
+                                          f"frame 0 {frames[0].shape}")
+            frames.append(frame)
+    except ClipReadError:
+        raise
+    except Exception as e:
+        raise ClipReadError(path, f"cannot decode video: {e}") from e
+    finally:
+        cap.release()
+    if not frames:
+        raise ClipReadError(path, "no frames could be decoded")
+    if announced > 0 and len(frames) < _MIN_DECODED_FRACTION * announced:
+        raise ClipReadError(
+            path, f"truncated video: decoded {len(frames)} of {int(announced)} announced frames")
+    return _make_clip(path, np.stack(frames), clip_id)
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))
+
+
+def read_frame_folder(path, *, clip_id: Optional[str] = None) -> Clip:
+    """A folder of frame images (png/jpg/jpeg/bmp), in natural name order.
+
+    Raises:
+      ClipReadError: missing folder, no frame images, an unreadable frame, or frames of
+        different sizes (the message names the bad frame file).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ClipReadError(path, "not a folder")
+    try:
+        files = _frame_files(path)
+    except OSError as e:
+        raise ClipReadError(path, f"cannot list folder: {e}") from e
+    if not files:
+        raise ClipReadError(path, f"no frame images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+    frames = []
+    for f in files:
+        frame = load_image(f)  # its ClipReadError names the frame file itself
+        if frames and frame.shape != frames[0].shape:
+            raise ClipReadError(f, f"frame size {frame.shape[:2]} differs from "
+                                   f"{files[0].name}'s {frames[0].shape[:2]}")
+        frames.append(frame)
+    return _make_clip(path, np.stack(frames), clip_id or path.name)
+
+
+def read_strip(path, frame_width: Optional[int] = None, *, clip_id: Optional[str] = None) -> Clip:
+    """A strip of frames stacked horizontally in one .png/.jpg (Monkey-Net / FOMM format).
+
+    Args:
+      path: the image.
+      frame_width: width of one frame; by default the image height (square frames).
+      clip_id: defaults to the file stem.
+
+    Raises:
+      ClipReadError: unreadable image, or width not a multiple of the frame width.
+    """
+    path = Path(path)
+    image = load_image(path)
+    h, w = image.shape[:2]
+    fw = int(frame_width) if frame_width else h
+    if fw <= 0:
+        raise ClipReadError(path, f"frame width must be positive, got {fw}")
+    if w % fw:
+        raise ClipReadError(path, f"strip width {w} is not a multiple of the frame width {fw}")
+    frames = image.reshape(h, w // fw, fw, 3).transpose(1, 0, 2, 3)
+    return _make_clip(path, np.ascontiguousarray(frames), clip_id)
+
+
+def read_clip(path, *, clip_id: Optional[str] = None) -> Clip:
+    """Any supported clip: a frame folder, a .gif, a video, or a strip image.
+
+    Raises:
+      ClipReadError: unsupported extension, or the specific reader's error.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_frame_folder(path, clip_id=clip_id)
+    ext = path.suffix.lower()
+    if ext in GIF_EXTENSIONS:
+        return read_gif(path, clip_id=clip_id)
+    if ext in VIDEO_EXTENSIONS:
+        return read_video(path, clip_id=clip_id)
+    if ext in IMAGE_EXTENSIONS:
+        return read_strip(path, clip_id=clip_id)
+    if not path.exists():
+        raise ClipReadError(path, "file not found")
+    raise ClipReadError(path, f"unsupported format {ext or '(no extension)'!r}; expected a folder "
+                              f"or one of {', '.join(CLIP_EXTENSIONS)}")
+
+
+# --- Penn Action ----------------------------------------------------------------------------
+
+def penn_video_id(video_id) -> str:
+    """1, '1', '0001' or 'frames/0001' → '0001'."""
+    text = str(video_id).strip().rstrip("/").split("/")[-1]
+    return f"{int(text):04d}" if text.isdigit() else text
+
+
+def read_penn_split(root, split: str) -> list[tuple[str, int]]:
+    """`root/{split}_set.txt` lines 'frames/NNNN <class_idx>' → [(video_id, class_idx)].
+
+    Raises:
+      FileNotFoundError: the split file is missing (names it).
+      ValueError: a malformed line (names file and line).
+    """
+    path = Path(root) / f"{split}_set.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"Penn Action split file {path} not found (expected lines "
+                                f"'frames/NNNN <class_idx>')")
+    entries = []
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+            raise ValueError(f"{path}:{lineno}: expected 'frames/NNNN <class_idx>', got {raw!r}")
+        idx = int(parts[1])
+        if not 0 <= idx < len(PENN_CLASSES):
+            raise ValueError(f"{path}:{lineno}: class index {idx} outside 0..{len(PENN_CLASSES) - 1}")
+        entries.append((penn_video_id(parts[0]), idx))
+    return entries
+
+
+def _mat_string(value) -> str:
+    arr = np.asarray(value).ravel()
+    return str(arr[0]).strip() if arr.size else ""
+
+
+def read_penn_clip(root, video_id, label: Optional[int] = None) -> Clip:
+    """One Penn Action video: `root/frames/NNNN/*.jpg` and `root/labels/NNNN.mat`.
+
+    Args:
+      root: the Penn_Action folder.
+      video_id: 'NNNN' (or an int, or 'frames/NNNN').
+      label: class index from a split file; checked against the .mat's `action`. Default:
+        the index of that action in `PENN_CLASSES`, -1 for the 6 actions outside the subset.
+
+    Returns:
+      A Clip with joints [T, 13, 2] in pixels (order `PENN_JOINTS`) and their visibility.
+
+    Raises:
+      ClipReadError: missing/unreadable frames or labels, or labels that disagree with the
+        frames (frame count) or with the split file (class).
+    """
+    import scipy.io  # only Penn needs SciPy; keep it off the import path of everything else
+
+    vid = penn_video_id(video_id)
+    root = Path(root)
+    clip = read_frame_folder(root / "frames" / vid, clip_id=vid)
+    mat_path = root / "labels" / f"{vid}.mat"
+    _check_file(mat_path)
+    try:
+        mat = scipy.io.loadmat(str(mat_path))
+    except Exception as e:
+        raise ClipReadError(mat_path, f"cannot load .mat labels: {e}") from e
+    missing = [k for k in ("x", "y", "visibility", "action") if k not in mat]
+    if missing:
+        raise ClipReadError(mat_path, f"labels lack field(s) {missing}")
+    x = np.asarray(mat["x"], np.float32)
+    y = np.asarray(mat["y"], np.float32)
+    vis = np.asarray(mat["visibility"], np.float32)
+    nj = len(PENN_JOINTS)
+    for name, a in (("x", x), ("y", y), ("visibility", vis)):
+        if a.ndim != 2 or a.shape[1] != nj:
+            raise ClipReadError(mat_path, f"field {name!r} has shape {a.shape}, expected [T, {nj}]")
+    if not x.shape[0] == y.shape[0] == vis.shape[0] == clip.num_frames:
+        raise ClipReadError(mat_path, f"labels cover {x.shape[0]} frames but "
+                                      f"{root / 'frames' / vid} holds {clip.num_frames}")
+    action = _mat_string(mat["action"])
+    action_idx = PENN_CLASSES.index(action) if action in PENN_CLASSES else -1
+    if label is None:
+        label = action_idx
+    elif action in PENN_CLASSES and label != action_idx:
+        raise ClipReadError(mat_path, f"action {action!r} is class {action_idx}, "
+                                      f"but the split file says {label}")
+    clip.label = int(label)
+    clip.joints = np.stack([x, y], axis=-1)
+    clip.visibility = (vis > 0).astype(np.float32)
+    clip.meta.update(action=action, labels=str(mat_path))
+    return clip
+
+
+# --- Weizmann (64×64 Monkey-Net copy) -------------------------------------------------------
+
+def read_weizmann_labels(root) -> list[dict]:
+    """`root/labels.csv` (file,frames,action,actor,split) → list of row dicts.
+
+    Raises:
+      FileNotFoundError: no labels.csv (names it).
+      ValueError: missing columns.
+    """
+    path = Path(root) / "labels.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"Weizmann labels {path} not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"file", "frames", "action", "actor", "split"}
+        if not need.issubset(reader.fieldnames or ()):
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {sorted(need)}")
+        return [dict(row) for row in reader]
+
+
+def read_weizmann_clip(root, row: dict) -> Clip:
+    """One labels.csv row → Clip with label = index in `WEIZMANN_CLASSES`, meta actor/action.
+
+    Raises:
+      ClipReadError: unreadable strip, unknown action, or a frame count that disagrees with
+        labels.csv.
+    """
+    path = Path(root) / "clips" / row["file"]
+    if row["action"] not in WEIZMANN_CLASSES:
+        raise ClipReadError(path, f"unknown action {row['action']!r}; expected one of "
+                                  f"{WEIZMANN_CLASSES}")
+    clip = read_strip(path)
+    if str(row.get("frames", "")).strip() and int(row["frames"]) != clip.num_frames:
+        raise ClipReadError(path, f"strip holds {clip.num_frames} frames, labels.csv says "
+                                  f"{row['frames']}")
+    clip.label = WEIZMANN_CLASSES.index(row["action"])
+    clip.meta.update(action=row["action"], actor=row["actor"])
+    return clip
+
+
+def iter_folder(folder, extensions: Iterable[str] = CLIP_EXTENSIONS, allow_dirs: bool = True):
+    """Clip candidates in a folder, naturally sorted: (path, Clip | ClipReadError).
+
+    Hidden entries are ignored; anything else that is not a supported clip is yielded as a
+    ClipReadError, so that stray files are reported rather than silently dropped.
+    """
+    folder = Path(folder)
+    extensions = tuple(e.lower() for e in extensions)
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                     key=lambda p: natural_key(p.name))
+    for p in entries:
+        if p.is_dir():
+            if not allow_dirs:
+                yield str(p), ClipReadError(p, "a folder, but this dataset takes only "
+                                               f"{', '.join(extensions)} files")
+                continue
+            reader = read_frame_folder
+        elif p.suffix.lower() not in extensions:
+            yield str(p), ClipReadError(p, f"unsupported file type {p.suffix or '(none)'!r}; "
+                                           f"this dataset takes {', '.join(extensions)}")
+            continue
+        else:
+            reader = read_clip
+        try:
+            yield str(p), reader(p)
+        except ClipReadError as e:
+            yield str(p), e
