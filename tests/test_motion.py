@@ -1,0 +1,290 @@
+"""Stage-2 networks: shapes, serialisation, pinned parameter counts, a training sanity check."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kp_tf import config
+from kp_tf.models import motion
+
+
+def _lstm_params(inputs, units):
+    # kernel [in, 4u] + recurrent kernel [u, 4u] + bias [4u]; TF1's LSTMCell keeps one
+    # [in + u, 4u] kernel and a [4u] bias, the same count.
+    return 4 * (inputs * units + units * units + units)
+
+
+def _stack_params(inputs, cfg):
+    return _lstm_params(inputs, cfg.lstm_units) + (cfg.lstm_layers - 1) * _lstm_params(
+        cfg.lstm_units, cfg.lstm_units)
+
+
+def expected_counts(cfg):
+    """Closed-form trainable parameter counts (encoder, decoder, discriminator)."""
+    k2, a, z, u = 2 * cfg.num_keypoints, cfg.num_actions, cfg.latent_dim, cfg.lstm_units
+    # LSTM stack on 2K, then Dense([h_L, k0, a] → 2z) for (mu, log_var).
+    encoder = _stack_params(k2, cfg) + (u + k2 + a) * 2 * z + 2 * z
+    # Dense([z, k0, a] → D), LSTM stack on D, Dense(u → 2K).
+    d = cfg.decoder_input_dim
+    decoder = (z + k2 + a) * d + d + _stack_params(d, cfg) + u * k2 + k2
+    # LSTM stack on 2K, Dense(u → 1).
+    discriminator = _stack_params(k2, cfg) + u + 1
+    return encoder, decoder, discriminator
+
+
+# (encoder, decoder, discriminator) trainable parameters per preset in flags/. A new preset
+# must be added here (test_every_preset_is_pinned), and a change of architecture shows up as
+# a change of these literals.
+PINNED_COUNTS = {
+    "mgif": (13_229_184, 12_851_096, 13_083_649),
+    "nemo": (12_849_024, 12_755_966, 12_715_009),
+    "penn": (13_061_376, 12_809_104, 12_919_809),
+    "synthetic": (219_360, 219_904, 214_145),
+    "tiny": (1_272, 1_312, 1_097),
+    "weizmann": (848_704, 833_992, 829_697),
+}
+
+# Reference §2.6/§2.7, counted from the original layer shapes for Penn (K = 40, A = 9):
+# encoder ≈ 13.1 M, decoder ≈ 12.8 M, discriminator ≈ 12.9 M. Our fixes do not change any
+# count: the log-variance half of the encoder head replaces the original σ half one for one,
+# and removing the ReLUs removes no weights.
+SPEC_PENN_MILLIONS = (13.1, 12.8, 12.9)
+
+
+def _trainable(layer):
+    return int(sum(np.prod(w.shape) for w in layer.trainable_weights))
+
+
+def _inputs(cfg, batch=3, length=None, seed=0):
+    rng = np.random.default_rng(seed)
+    length = length or cfg.sequence_length
+    sequence = rng.uniform(-0.9, 0.9, (batch, length, cfg.num_keypoints, 2)).astype("float32")
+    k0 = rng.uniform(-0.9, 0.9, (batch, cfg.num_keypoints, 2)).astype("float32")
+    action = (np.eye(cfg.num_actions, dtype="float32")[rng.integers(0, cfg.num_actions, batch)]
+              if cfg.num_actions else None)
+    return sequence, k0, action
+
+
+@pytest.fixture(params=[6, 0], ids=["actions", "no_actions"])
+def cfg(request, tiny_config):
+    return tiny_config.replace(num_actions=request.param)
+
+
+def test_shapes_and_range(cfg):
+    generator, discriminator = motion.build_motion_models(cfg)
+    sequence, k0, action = _inputs(cfg)
+    batch, length, k = sequence.shape[:3]
+
+    reconstruction, mu, log_var = generator((sequence, k0, action), training=True)
+    assert reconstruction.shape == (batch, length, k, 2)
+    assert mu.shape == log_var.shape == (batch, cfg.latent_dim)
+
+    z = np.random.default_rng(1).normal(size=(batch, cfg.latent_dim)).astype("float32")
+    for frames in (1, 3, length, 13):
+        assert generator.decode(z, k0, action, length=frames).shape == (batch, frames, k, 2)
+    long = generator.sample(k0, action, frames=int(2.5 * length))
+    assert long.shape == (batch, int(2.5 * length), k, 2)
+    for out in (reconstruction, long):
+        assert np.all(np.abs(keras.ops.convert_to_numpy(out)) < 1.0)
+
+    assert discriminator(sequence).shape == (batch, 1)
+    assert discriminator(sequence[:, :5]).shape == (batch, 1)
+
+
+def test_rollout_chunks_continue_from_last_keypoints(tiny_config):
+    cfg = tiny_config
+    generator, _ = motion.build_motion_models(cfg)
+    _, k0, action = _inputs(cfg)
+    z = np.random.default_rng(2).normal(size=(3, cfg.latent_dim)).astype("float32")
+    decoder, length = generator.decoder, cfg.sequence_length
+
+    full = keras.ops.convert_to_numpy(decoder.rollout(z, k0, action, frames=int(2.5 * length)))
+    first = keras.ops.convert_to_numpy(decoder(z, k0, action))
+    second = keras.ops.convert_to_numpy(decoder(z, first[:, -1], action))
+    third = keras.ops.convert_to_numpy(decoder(z, second[:, -1], action, length=length // 2))
+    np.testing.assert_allclose(full, np.concatenate([first, second, third], axis=1), atol=1e-6)
+    # Short rollouts are plain decodes, and the causal LSTM makes them prefixes of longer ones.
+    short = keras.ops.convert_to_numpy(decoder.rollout(z, k0, action, frames=3))
+    np.testing.assert_allclose(short, first[:, :3], atol=1e-6)
+
+
+def test_action_is_required_when_configured(tiny_config):
+    generator, _ = motion.build_motion_models(tiny_config)
+    sequence, k0, _ = _inputs(tiny_config)
+    with pytest.raises(ValueError, match="action"):
+        generator.encode(sequence, k0)
+
+
+def test_sampling_seeds_and_eval_mode(tiny_config):
+    generator, _ = motion.build_motion_models(tiny_config)
+    sequence, k0, action = _inputs(tiny_config)
+    a = keras.ops.convert_to_numpy(generator.sample(k0, action, seed=7))
+    b = keras.ops.convert_to_numpy(generator.sample(k0, action, seed=7))
+    c = keras.ops.convert_to_numpy(generator.sample(k0, action, seed=8))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+    # training=False decodes the posterior mean.
+    reconstruction, mu, _ = generator((sequence, k0, action), training=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reconstruction),
+        keras.ops.convert_to_numpy(generator.decode(mu, k0, action)), atol=1e-6)
+
+
+def _outputs(layer, cfg, inputs):
+    sequence, k0, action = inputs
+    z = np.linspace(-1, 1, 3 * cfg.latent_dim, dtype="float32").reshape(3, cfg.latent_dim)
+    if isinstance(layer, motion.MotionEncoder):
+        out = layer(sequence, k0, action)
+    elif isinstance(layer, motion.MotionDecoder):
+        out = layer(z, k0, action)
+    elif isinstance(layer, motion.SequenceDiscriminator):
+        out = layer(sequence)
+    else:
+        out = layer((sequence, k0, action), training=False)
+    return [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(out)]
+
+
+def _layers(cfg):
+    generator, discriminator = motion.build_motion_models(cfg)
+    return [generator.encoder, generator.decoder, discriminator, generator]
+
+
+@pytest.mark.parametrize("index", range(4), ids=["encoder", "decoder", "discriminator", "generator"])
+def test_serialization_round_trip(cfg, index):
+    original = _layers(cfg)[index]
+    inputs = _inputs(cfg)
+    reference = _outputs(original, cfg, inputs)
+    clones = [
+        type(original).from_config(original.get_config()),
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(original)),
+    ]
+    for clone in clones:
+        assert type(clone) is type(original)
+        assert clone.get_config() == original.get_config()
+        if not clone.built:  # deserialisation already builds from the saved build config
+            clone.build()
+        clone.set_weights(original.get_weights())
+        for got, want in zip(_outputs(clone, cfg, inputs), reference):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_generator_saves_and_loads(tiny_config, tmp_path):
+    generator, _ = motion.build_motion_models(tiny_config)
+    inputs = _inputs(tiny_config)
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    loaded = keras.saving.load_model(path)
+    for got, want in zip(_outputs(loaded, tiny_config, inputs), _outputs(generator, tiny_config, inputs)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_every_preset_is_pinned():
+    assert sorted(PINNED_COUNTS) == config.available_presets(), (
+        "pin the motion-network parameter counts of every preset in flags/ in PINNED_COUNTS")
+
+
+@pytest.mark.parametrize("preset", sorted(PINNED_COUNTS))
+def test_parameter_counts(preset, monkeypatch):
+    # The QR behind the LSTMs' orthogonal recurrent init takes seconds per 1024-unit layer on
+    # a CPU and has nothing to do with a count.
+    monkeypatch.setattr(keras.initializers.Orthogonal, "__call__",
+                        lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype))
+    cfg = config.load_preset(preset)
+    assert expected_counts(cfg) == PINNED_COUNTS[preset]
+    generator, discriminator = motion.build_motion_models(cfg)
+    built = (_trainable(generator.encoder), _trainable(generator.decoder), _trainable(discriminator))
+    assert built == PINNED_COUNTS[preset]
+    assert _trainable(generator) == built[0] + built[1]
+    assert not generator.non_trainable_weights and not discriminator.non_trainable_weights
+
+
+def test_penn_counts_match_the_spec():
+    cfg = config.load_preset("penn")
+    assert (cfg.num_keypoints, cfg.num_actions, cfg.lstm_units) == (40, 9, 1024)
+    millions = tuple(round(n / 1e6, 1) for n in PINNED_COUNTS["penn"])
+    assert millions == SPEC_PENN_MILLIONS
+
+
+def _sinusoid_batch(cfg):
+    """4 sequences [4, L, K, 2] of keypoints circling their rest position, frequency by class."""
+    rng = np.random.default_rng(0)
+    rest = rng.uniform(-0.5, 0.5, (cfg.num_keypoints, 2))
+    phase = rng.uniform(0, 2 * math.pi, cfg.num_keypoints)
+    classes = np.arange(4)
+    t = np.arange(cfg.sequence_length + 1)
+    angle = ((classes[:, None, None] + 1) * math.pi * t[None, :, None] / cfg.sequence_length
+             + phase[None, None, :])
+    track = rest + 0.3 * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    action = np.eye(cfg.num_actions, dtype="float32")[classes]
+    return track[:, 1:].astype("float32"), track[:, 0].astype("float32"), action
+
+
+def test_training_reduces_l1_and_prior_samples_differ(tiny_config):
+    cfg = tiny_config.replace(lstm_units=32)
+    generator, _ = motion.build_motion_models(cfg, seed=1)
+    sequence, k0, action = _sinusoid_batch(cfg)
+    optimizer = keras.optimizers.Adam(3e-3)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            reconstruction, mu, log_var = generator((sequence, k0, action), training=True)
+            terms = motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
+        grads = tape.gradient(terms["total"], generator.trainable_variables)
+        optimizer.apply(grads, generator.trainable_variables)
+        return terms["l1"]
+
+    def eval_l1():
+        reconstruction, _, _ = generator((sequence, k0, action), training=False)
+        return float(np.mean(np.abs(keras.ops.convert_to_numpy(reconstruction) - sequence)))
+
+    before = eval_l1()
+    for _ in range(300):
+        step()
+    after = eval_l1()
+    assert after < 0.2 * before, (before, after)
+
+    # Two draws from the prior for the same k0 and class must give different motions.
+    first, second = (keras.ops.convert_to_numpy(generator.sample(k0[:1], action[:1], seed=s))
+                     for s in (1, 2))
+    assert np.abs(first - second).mean() > 1e-3
+
+
+def test_gradients_reach_encoder_through_z(tiny_config):
+    generator, _ = motion.build_motion_models(tiny_config)
+    sequence, k0, action = _inputs(tiny_config)
+    with tf.GradientTape() as tape:
+        reconstruction, _, _ = generator((sequence, k0, action), training=True)
+        l1 = motion.motion_generator_losses(
+            tiny_config, reconstruction, sequence, *generator.encode(sequence, k0, action))["l1"]
+    variables = generator.encoder.trainable_variables + generator.decoder.trainable_variables
+    grads = tape.gradient(l1, variables)
+    for variable, grad in zip(variables, grads):
+        assert grad is not None and np.abs(keras.ops.convert_to_numpy(grad)).max() > 0, variable.path
+
+    z = tf.Variable(np.ones((3, tiny_config.latent_dim), "float32"))
+    with tf.GradientTape() as tape:
+        out = generator.decode(z, k0, action)
+    assert np.abs(tape.gradient(out, z).numpy()).max() > 0
+
+
+def test_generator_losses(tiny_config):
+    cfg = tiny_config.replace(lambda_kl=0.5, lambda_l1=10.0, lambda_sequence_adv=2.0)
+    sequence, _, _ = _inputs(cfg)
+    reconstruction = sequence * 0.5
+    mu = np.full((3, cfg.latent_dim), 0.3, "float32")
+    log_var = np.full((3, cfg.latent_dim), -0.2, "float32")
+    logits = np.array([[0.1], [-1.0], [2.0]], "float32")
+    terms = {k: float(v) for k, v in
+             motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var, logits).items()}
+    kl = cfg.latent_dim * 0.5 * (0.09 + math.exp(-0.2) + 0.2 - 1.0)
+    l1 = float(np.mean(np.abs(0.5 * sequence)))
+    adv = float(np.mean(np.log1p(np.exp(-logits))))
+    np.testing.assert_allclose([terms["kl"], terms["l1"], terms["adversarial"]], [kl, l1, adv], rtol=1e-5)
+    np.testing.assert_allclose(terms["total"], 0.5 * kl + 10.0 * l1 + 2.0 * adv, rtol=1e-5)
+    no_d = motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
+    assert float(no_d["adversarial"]) == 0.0
+    np.testing.assert_allclose(float(no_d["total"]), 0.5 * kl + 10.0 * l1, rtol=1e-5)
