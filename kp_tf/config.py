@@ -45,6 +45,7 @@ class Config:
     perceptual_layers: str = _f(
         "block1_conv2,block2_conv2,block3_conv4,block4_conv4,block5_conv4",
         "VGG19 layers of the perceptual loss (eq. 4), equal weights.")
+    vgg_weights: str = _f("imagenet", "VGG19 weights: 'imagenet' (Keras' cache in $KERAS_HOME/models, else a download) or an .h5 path.")
     # --- stage 2 networks
     lstm_units: int = _f(1024, "Units of each LSTM layer in the cVAE and sequence discriminator.")
     lstm_layers: int = _f(2, "LSTM layers in the cVAE encoder, decoder and discriminator.")

@@ -56,7 +56,7 @@ class PerceptualLoss(keras.layers.Layer):
 
     Args:
       layers: VGG19 layer names, e.g. ["block1_conv2", ..., "block5_conv4"].
-      weights: "imagenet", a path to the h5 file, or None (random; tests of shapes only).
+      weights: "imagenet", a path to the h5 file, or None / "none" (random; for tests only).
 
     Call: `loss(prediction, target)`, both [B, H, W, 3] in [-1, 1] → scalar.
     """
@@ -65,7 +65,8 @@ class PerceptualLoss(keras.layers.Layer):
         super().__init__(trainable=False, **kwargs)
         self.layer_names = list(layers)
         self.weights_source = weights
-        vgg = keras.applications.VGG19(include_top=False, weights=weights)
+        vgg = keras.applications.VGG19(
+            include_top=False, weights=None if weights in (None, "none") else weights)
         vgg.trainable = False
         self.features = keras.Model(
             vgg.input, [vgg.get_layer(n).output for n in self.layer_names], name="vgg19_features")

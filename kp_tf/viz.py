@@ -26,13 +26,14 @@ def keypoint_colors(k: int) -> np.ndarray:
     return np.round(np.reshape(rgb, (k, 3)) * 255.0).astype(np.uint8)
 
 
-def draw_keypoints(images, keypoints, radius: int | None = None) -> np.ndarray:
+def draw_keypoints(images, keypoints, radius: int | None = None, colors=None) -> np.ndarray:
     """Filled, outlined, anti-aliased dots at the keypoints, in `keypoint_colors(K)` order.
 
     Args:
       images: uint8 [..., H, W, 3].
       keypoints: float [..., K, 2], (x, y) in [-1, 1]; the leading dims match `images`'.
       radius: dot radius in pixels; default grows with the image (1 px at 64×64, 2 at 128).
+      colors: optional uint8 [K, 3]; default `keypoint_colors(K)`.
 
     Returns:
       A new uint8 array shaped like `images`.
@@ -44,7 +45,9 @@ def draw_keypoints(images, keypoints, radius: int | None = None) -> np.ndarray:
         raise ValueError(f"keypoints {keypoints.shape} do not match images {images.shape}")
     if radius is None:
         radius = max(1, min(h, w) // 48)
-    colors = [c.tolist() for c in keypoint_colors(keypoints.shape[-2])]
+    if colors is None:
+        colors = keypoint_colors(keypoints.shape[-2])
+    colors = [c.tolist() for c in np.asarray(colors, np.uint8)]
     fixed = np.round(normalized_to_pixels(keypoints, h, w) * (1 << _SHIFT)).astype(np.int32)
     out = images.reshape(-1, h, w, 3).copy()
     for image, points in zip(out, fixed.reshape(len(out), -1, 2)):

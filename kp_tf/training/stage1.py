@@ -40,10 +40,10 @@ class Stage1Trainer:
     Create it under the strategy's scope.
     """
 
-    def __init__(self, cfg, perceptual_weights="imagenet"):
+    def __init__(self, cfg):
         self.cfg = cfg
         self.nets = Stage1Networks(cfg)
-        self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=perceptual_weights)
+        self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=cfg.vgg_weights)
         self.g_optimizer = loop.adam(cfg)
         self.d_optimizer = loop.adam(cfg)
         self.g_optimizer.build(self.nets.generator_variables)

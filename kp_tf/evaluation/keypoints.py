@@ -1,0 +1,142 @@
+"""Keypoint quality by regression to ground-truth joints (protocols §2).
+
+Detect the K learned keypoints on frames of the train split, fit a linear map with bias
+(least squares) from the 2K learned coordinates to the 2J ground-truth ones, apply it on
+the test split and report the mean Euclidean joint error in pixels and in % of the image
+width, and the fraction of joints within 6 px at 128×128 (scaled to the image size: Shih et
+al.'s accuracy). The reference is the error of always predicting the train split's mean pose.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from kp_tf.data import tfrecords
+
+
+def detect_split(detector, data_dir: str, split: str, image_size: int, *,
+                 max_clips: int | None = None, frame_stride: int = 1, batch: int = 64):
+    """→ learned [N, K, 2], joints [N, J, 2], visibility [N, J] (all in [-1, 1]), clip index [N].
+
+    Uses every `frame_stride`-th frame of up to `max_clips` clips that have joints.
+    """
+    shards = sorted(glob.glob(os.path.join(data_dir, f"{split}-*.tfrecord")))
+    if not shards:
+        raise FileNotFoundError(f"no {split} shards in {data_dir}")
+    frames, joints, vis, clip_index = [], [], [], []
+    dataset = tf.data.TFRecordDataset(shards).map(tfrecords.parse_clip)
+    for i, clip in enumerate(dataset):
+        if max_clips is not None and i >= max_clips:
+            break
+        if clip["joints"].shape[1] == 0:
+            raise ValueError(f"{data_dir}: split {split} has no ground-truth joints")
+        picks = np.arange(0, int(clip["num_frames"]), frame_stride)
+        frames.append(tfrecords.decode_frames(tf.gather(clip["frames_png"], picks)).numpy())
+        joints.append(clip["joints"].numpy()[picks])
+        vis.append(clip["visibility"].numpy()[picks])
+        clip_index.append(np.full(len(picks), i))
+    frames = np.concatenate(frames)
+    learned = []
+    for start in range(0, len(frames), batch):
+        x = tf.cast(frames[start:start + batch], tf.float32)
+        if x.shape[1] != image_size:
+            x = tf.image.resize(x, [image_size, image_size], antialias=True)
+        learned.append(np.asarray(detector(x / 127.5 - 1.0, training=False)))
+    return (np.concatenate(learned), np.concatenate(joints), np.concatenate(vis),
+            np.concatenate(clip_index))
+
+
+def fit_regressor(learned: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """Least-squares W [2K + 1, 2J] mapping [flattened keypoints, 1] → flattened joints."""
+    x = np.concatenate([learned.reshape(len(learned), -1), np.ones((len(learned), 1))], 1)
+    w, *_ = np.linalg.lstsq(x.astype(np.float64), joints.reshape(len(joints), -1), rcond=None)
+    return w
+
+
+def apply_regressor(w: np.ndarray, learned: np.ndarray, num_joints: int) -> np.ndarray:
+    x = np.concatenate([learned.reshape(len(learned), -1), np.ones((len(learned), 1))], 1)
+    return (x @ w).reshape(len(learned), num_joints, 2)
+
+
+def joint_errors(predicted, joints, visibility, image_size: int) -> dict:
+    """Mean visible-joint error in px and % width, and accuracy within 6 px at 128×128."""
+    px = (np.asarray(predicted) - joints) * (image_size - 1) / 2.0
+    dist = np.linalg.norm(px, axis=-1)
+    visible = visibility > 0.5
+    threshold = 6.0 * image_size / 128.0
+    return {"error_px": float(dist[visible].mean()),
+            "error_pct_width": float(100.0 * dist[visible].mean() / image_size),
+            "accuracy_within_6px_at_128": float((dist[visible] <= threshold).mean()),
+            "threshold_px": threshold}
+
+
+def evaluate_keypoints(detector, data_dir: str, image_size: int, *, max_train_clips=300,
+                       max_test_clips=None, frame_stride=4) -> dict:
+    """The protocol end to end; returns the model's and the mean-pose baseline's errors."""
+    tr_kp, tr_j, _, _ = detect_split(detector, data_dir, "train", image_size,
+                                     max_clips=max_train_clips, frame_stride=frame_stride)
+    te_kp, te_j, te_v, _ = detect_split(detector, data_dir, "test", image_size,
+                                        max_clips=max_test_clips, frame_stride=frame_stride)
+    w = fit_regressor(tr_kp, tr_j)
+    predicted = apply_regressor(w, te_kp, te_j.shape[1])
+    mean_pose = np.broadcast_to(tr_j.mean(0), te_j.shape)
+    return {"protocol": "protocols.md §2 (linear regression with bias, train→test)",
+            "train_frames": int(len(tr_kp)), "test_frames": int(len(te_kp)),
+            "frame_stride": frame_stride, "image_size": image_size,
+            "model": joint_errors(predicted, te_j, te_v, image_size),
+            "mean_pose_baseline": joint_errors(mean_pose, te_j, te_v, image_size),
+            "_regressor": w}
+
+
+def write_overlay_gif(detector, w, data_dir: str, image_size: int, path: str, clips: int = 4):
+    """Test clips side by side: learned keypoints | regressed joints (white) vs truth (black)."""
+    from kp_tf import viz
+
+    kp, joints, _, index = detect_split(detector, data_dir, "test", image_size, max_clips=clips)
+    shards = sorted(glob.glob(os.path.join(data_dir, "test-*.tfrecord")))
+    videos = [tfrecords.decode_frames(c["frames_png"]).numpy()
+              for c in tf.data.TFRecordDataset(shards).map(tfrecords.parse_clip).take(clips)]
+    frames = np.concatenate(videos)
+    predicted = apply_regressor(w, kp, joints.shape[1])
+    left = viz.draw_keypoints(frames, kp)
+    truth = viz.draw_keypoints(frames, joints, colors=np.zeros((joints.shape[1], 3), np.uint8))
+    right = viz.draw_keypoints(truth,
+                               predicted, colors=np.full((joints.shape[1], 3), 255, np.uint8))
+    viz.write_gif(path, viz.side_by_side(left, right), fps=10, scale=3)
+    return path
+
+
+def main(argv):
+    del argv
+    from kp_tf import config
+    from kp_tf.training import run
+
+    with open(os.path.join(FLAGS.logdir, "keypoints", "config.json")) as f:
+        cfg = config.Config(**json.load(f))
+    checkpoint = run.latest_checkpoint(os.path.join(FLAGS.logdir, "keypoints"))
+    detector = run.restore_detector(cfg, checkpoint)
+    data_dir = FLAGS.data_dir or cfg.resolved_data_dir
+    report = evaluate_keypoints(detector, data_dir, cfg.image_size,
+                                max_train_clips=FLAGS.max_train_clips, frame_stride=FLAGS.frame_stride)
+    w = report.pop("_regressor")
+    report["checkpoint"] = checkpoint
+    print(json.dumps(report, indent=2))
+    if FLAGS.gif:
+        print("overlay:", write_overlay_gif(detector, w, data_dir, cfg.image_size, FLAGS.gif))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("logdir", None, "Run folder (holds keypoints/).")
+    flags.DEFINE_string("data_dir", "", "TFRecords with joints (default: the run's data_dir).")
+    flags.DEFINE_integer("max_train_clips", 300, "Train clips used to fit the regressor.")
+    flags.DEFINE_integer("frame_stride", 4, "Use every n-th frame.")
+    flags.DEFINE_string("gif", "", "Write a keypoint-overlay GIF here.")
+    flags.mark_flag_as_required("logdir")
+    FLAGS = flags.FLAGS
+    app.run(main)

@@ -1,0 +1,27 @@
+"""Launcher: `python -m kp_tf.train --dataset=NAME [--stage=all|data|keypoints|pseudo_labels|motion|export]`.
+
+`--dataset` picks the preset `flags/NAME.flags` (defaults); any other flag overrides it.
+"""
+
+from absl import app, flags
+
+from kp_tf import config
+
+config.define_flags()
+flags.DEFINE_enum("stage", "all", ["all", "data", "keypoints", "pseudo_labels", "motion", "export"],
+                  "Which step to run; 'all' runs them in order, skipping finished ones.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker"],
+                  "tf.distribute strategy; 'auto' picks from the devices and TF_CONFIG.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from kp_tf.training import loop, run
+
+    cfg = config.config_from_flags(FLAGS)
+    run.run(cfg, FLAGS.stage, loop.make_strategy(FLAGS.strategy))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,149 @@
+"""The whole pipeline in order: data → stage 1 → pseudo-labels → stage 2 → export → samples.
+
+Each step is skipped when its output exists and is complete: the data when its manifest
+exists, a training stage when its checkpoint has reached the configured steps (a shorter
+one resumes), pseudo-labels when they were made by the newest stage-1 checkpoint, the export
+when it was made from the newest checkpoints of both stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from kp_tf.training import loop
+
+STAGES = ("data", "keypoints", "pseudo_labels", "motion", "export")
+
+
+def paths(cfg) -> dict:
+    root = cfg.resolved_logdir
+    return {"keypoints": os.path.join(root, "keypoints"),
+            "pseudo_labels": os.path.join(root, "pseudo_labels"),
+            "motion": os.path.join(root, "motion"),
+            "export": os.path.join(root, "export"),
+            "samples": os.path.join(root, "samples")}
+
+
+def latest_checkpoint(stage_dir: str):
+    return tf.train.latest_checkpoint(os.path.join(stage_dir, "checkpoints"))
+
+
+def _write_config(cfg, directory):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+
+
+def prepare_data(cfg) -> str:
+    """Returns the data folder; the generated datasets are made on first use.
+
+    An existing conversion of the right dataset and resolution is used as it is, whatever
+    its clip counts, so a user's own (e.g. larger) synthetic set is never regenerated.
+    """
+    from kp_tf.data import datasets, tfrecords
+
+    data_dir = cfg.resolved_data_dir
+    try:
+        manifest = tfrecords.load_manifest(data_dir)
+    except (FileNotFoundError, ValueError):
+        manifest = None
+    if manifest and (manifest.get("dataset"), manifest.get("resolution")) == (cfg.dataset,
+                                                                            cfg.image_size):
+        return data_dir
+    datasets.ensure_converted(cfg.dataset, data_dir, resolution=cfg.image_size)
+    return data_dir
+
+
+def train_keypoints(cfg, strategy) -> str:
+    from kp_tf.data import pipeline
+    from kp_tf.training.stage1 import Stage1Trainer
+
+    prepare_data(cfg)
+    out = paths(cfg)["keypoints"]
+    _write_config(cfg, out)
+    with strategy.scope():
+        trainer = Stage1Trainer(cfg)
+    loop.fit(trainer,
+             lambda start: pipeline.stage1_pairs(cfg, "train", training=True, seed=cfg.seed + start),
+             steps=cfg.stage1_steps, logdir=out, strategy=strategy,
+             checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
+             image_summary_every=cfg.image_summary_every, xla=cfg.xla)
+    return latest_checkpoint(out)
+
+
+def restore_detector(cfg, checkpoint: str):
+    from kp_tf.models.stage1 import KeypointDetector
+
+    detector = KeypointDetector(cfg.num_keypoints, cfg.image_size, cfg.encoder_filters,
+                                cfg.detector_filters, cfg.keypoint_softmax,
+                                cfg.batchnorm_momentum, name="detector")
+    tf.train.Checkpoint(detector=detector).restore(checkpoint).expect_partial()
+    return detector
+
+
+def pseudo_labels(cfg) -> str:
+    from kp_tf.training import pseudo_labels as pl
+
+    checkpoint = latest_checkpoint(paths(cfg)["keypoints"])
+    if checkpoint is None:
+        raise FileNotFoundError(f"no stage-1 checkpoint in {paths(cfg)['keypoints']}: "
+                                f"train the keypoints first (--stage=keypoints)")
+    out = paths(cfg)["pseudo_labels"]
+    if pl.is_current(out, checkpoint):
+        return out
+    print(f"Pseudo-labelling every frame with {checkpoint} ...", flush=True)
+    summary = pl.make_pseudo_labels(restore_detector(cfg, checkpoint), cfg,
+                                    cfg.resolved_data_dir, out, checkpoint)
+    print(json.dumps(summary), flush=True)
+    return out
+
+
+def train_motion(cfg, strategy) -> str:
+    from kp_tf.data import pipeline
+    from kp_tf.training.stage2 import Stage2Trainer
+
+    labels = pseudo_labels(cfg)
+    out = paths(cfg)["motion"]
+    _write_config(cfg, out)
+    with strategy.scope():
+        trainer = Stage2Trainer(cfg)
+    loop.fit(trainer,
+             lambda start: pipeline.stage2_sequences(cfg, labels, "train", training=True,
+                                                     seed=cfg.seed + start),
+             steps=cfg.stage2_steps, logdir=out, strategy=strategy,
+             checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
+             image_summary_every=cfg.image_summary_every, xla=cfg.xla)
+    return latest_checkpoint(out)
+
+
+def export(cfg) -> str:
+    from kp_tf import export as exporter
+
+    out = paths(cfg)["export"]
+    exporter.export_run(cfg, out)
+    return out
+
+
+def run(cfg, stage: str = "all", strategy=None):
+    """Runs one stage or, with stage='all', every stage in order."""
+    if stage != "all" and stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose all or one of {STAGES}")
+    strategy = strategy or loop.make_strategy()
+    steps = STAGES if stage == "all" else (stage,)
+    for name in steps:
+        logging.info("stage %s", name)
+        if name == "data":
+            prepare_data(cfg)
+        elif name == "keypoints":
+            train_keypoints(cfg, strategy)
+        elif name == "pseudo_labels":
+            pseudo_labels(cfg)
+        elif name == "motion":
+            train_motion(cfg, strategy)
+        elif name == "export":
+            export(cfg)

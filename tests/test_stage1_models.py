@@ -1,0 +1,107 @@
+"""Stage-1 layers and networks: semantics of eqs. (1)-(3), serialisation, pinned sizes."""
+
+import numpy as np
+import pytest
+import keras
+
+from kp_tf import config
+from kp_tf.layers import GaussianMaps, KeypointExpectation
+from kp_tf.models import stage1
+
+# Trainable + non-trainable parameters per preset (detector, image encoder, translator,
+# discriminator). The spec counts trainable weights at K=40, 128x128: detector ~2.25 M,
+# translator ~3.1 M, discriminator ~44.7 M. Ours: detector 2,256,616 total of which
+# 2,249,624 trainable (BatchNorm moving statistics are the rest), translator 3,107,204 and
+# discriminator 44,721,088 -- the same layer shapes. The image encoder is 0.89 M smaller
+# than the original's because its unused 1/8-resolution block is not built.
+PINNED = {
+    "mgif": (2256956, 292640, 3199364, 44721088),
+    "nemo": (2256191, 292640, 2992004, 44721088),
+    "penn": (2256616, 292640, 3107204, 44721088),
+    "weizmann": (1548196, 292640, 853188, 2792416),
+    "synthetic": (390040, 74896, 221540, 174192),
+    "tiny": (25489, 5332, 4620, 2924),
+}
+
+
+def test_every_preset_is_pinned():
+    assert sorted(PINNED) == config.available_presets()
+
+
+@pytest.mark.parametrize("preset", sorted(PINNED))
+def test_parameter_counts(preset):
+    nets = stage1.Stage1Networks(config.load_preset(preset))
+    counts = tuple(m.count_params() for m in
+                   (nets.detector, nets.image_encoder, nets.translator, nets.discriminator))
+    assert counts == PINNED[preset]
+
+
+def test_penn_trainable_counts_match_spec():
+    nets = stage1.Stage1Networks(config.load_preset("penn"))
+    trainable = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
+    assert abs(trainable(nets.detector) - 2.25e6) < 0.01e6
+    assert abs(trainable(nets.translator) - 3.1e6) < 0.02e6
+    assert abs(trainable(nets.discriminator) - 44.7e6) < 0.05e6
+    assert nets.discriminator.output_shape == (None, 6, 6, 1)  # the original's 6x6 patches
+
+
+@pytest.mark.parametrize("mode", ["axis", "spatial"])
+def test_keypoint_expectation_finds_peak(mode):
+    h, w, k = 16, 20, 2
+    logits = np.full((1, h, w, k), -30.0, np.float32)
+    logits[0, 0, 0, 0] = 30.0  # top-left pixel
+    logits[0, h - 1, 5, 1] = 30.0  # bottom row, column 5
+    kp = np.asarray(KeypointExpectation(mode)(logits))
+    if mode == "axis":
+        # The original averages logits over the other axis before the softmax, so a single
+        # peak is diluted: the expectation only leans towards it. Check direction and order.
+        assert kp[0, 0, 0] < -0.5 and kp[0, 0, 1] < -0.5
+        assert kp[0, 1, 1] > 0.5
+    else:
+        np.testing.assert_allclose(kp[0, 0], [-1, -1], atol=1e-4)
+        np.testing.assert_allclose(kp[0, 1], [-1 + 2 * 5 / (w - 1), 1], atol=1e-4)
+
+
+def test_keypoint_expectation_axis_exact_on_separable_logits():
+    # Logits a(y) + b(x): the per-axis mean keeps each marginal, so the result is exact.
+    ys, xs = np.linspace(-1, 1, 32), np.linspace(-1, 1, 32)
+    logits = -40 * ((ys[:, None] - 0.25) ** 2 + (xs[None, :] + 0.5) ** 2)
+    kp = np.asarray(KeypointExpectation("axis")(logits[None, :, :, None].astype(np.float32)))
+    np.testing.assert_allclose(kp[0, 0], [-0.5, 0.25], atol=1e-3)
+
+
+def test_gaussian_maps_peak_and_width():
+    maps = np.asarray(GaussianMaps(33, 14.3)(np.array([[[0.0, 0.5]]], np.float32)))
+    assert maps.shape == (1, 33, 33, 1)
+    y, x = np.unravel_index(np.argmax(maps[0, :, :, 0]), (33, 33))
+    assert (x, y) == (16, 24)  # x = 0 → centre column; y = 0.5 → 3/4 down
+    assert maps[0, 24, 16, 0] == pytest.approx(1.0)
+    # One grid step (2/32) away: exp(-(1/16)^2 * 14.3^2) ≈ 0.45.
+    assert maps[0, 24, 17, 0] == pytest.approx(np.exp(-(2 / 32) ** 2 * 14.3 ** 2), rel=1e-4)
+
+
+@pytest.mark.parametrize("layer", [KeypointExpectation("spatial"), GaussianMaps(8, 10.0)])
+def test_layer_serialisation(layer):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer) and restored.get_config() == layer.get_config()
+
+
+def test_models_round_trip_through_keras_file(tmp_path, tiny_config):
+    nets = stage1.Stage1Networks(tiny_config)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    for model in (nets.detector, nets.image_encoder, nets.discriminator):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        restored = keras.saving.load_model(path)
+        np.testing.assert_allclose(restored(x), model(x), atol=1e-6)
+
+
+def test_translator_blends_reference_where_mask_is_one(tiny_config):
+    nets = stage1.Stage1Networks(tiny_config)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    y = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    out = {k: np.asarray(v) for k, v in nets.translate(x, y).items()}
+    m = out["mask"]
+    np.testing.assert_allclose(out["output"], x * m + out["generated"] * (1 - m), atol=1e-5)
+    assert out["reference_keypoints"].shape == (2, 4, 2)
+    assert np.all(np.abs(out["target_keypoints"]) <= 1)
