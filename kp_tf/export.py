@@ -35,9 +35,15 @@ class VideoPredictor(tf.Module):
         self.image_encoder = image_encoder
         self.translator = translator
         self.motion_generator = motion_generator
+        # Keras keeps the sampler's RNG state outside the tracked variables; the traced
+        # functions capture it, so it must be reachable from the root to be saved.
+        self._sampler_state = motion_generator.seed_generator.state.value
         self._cfg = cfg
-        self.action_names = tf.constant(list(action_names) or [""], tf.string)
-        self.config_json = tf.constant(json.dumps(dataclasses.asdict(cfg)))
+        # Variables, not constants: only trackable state is saved with the module.
+        self.action_names = tf.Variable(list(action_names) or [""], trainable=False,
+                                        dtype=tf.string, name="action_names")
+        self.config_json = tf.Variable(json.dumps(dataclasses.asdict(cfg)), trainable=False,
+                                       name="config_json")
         s, k, lat = cfg.image_size, cfg.num_keypoints, cfg.latent_dim
         self.detect_keypoints = tf.function(self._detect, input_signature=[
             tf.TensorSpec([None, s, s, 3], tf.float32, name="image")])
