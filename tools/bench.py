@@ -1,0 +1,211 @@
+"""Benchmarks, one subcommand each: `python tools/bench.py NAME [--flags]`.
+
+  data   synthetic generation, TFRecord reading and decoding, stage-1 and stage-2 input
+         pipeline throughput (kp_tf.data.pipeline).
+
+Adding a benchmark: write `def bench_NAME(argv: list[str]) -> None` (parse its own flags
+with `argparse`, print its figures) and register it in COMMANDS. `timed_rate` and
+`temporary_dataset` are there to share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Iterable, Iterator
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kp_tf import config  # noqa: E402
+from kp_tf.data import pipeline, tfrecords  # noqa: E402
+from kp_tf.data.clip import Clip  # noqa: E402
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+def timed_rate(items: Iterator, count: Callable[[object], int], seconds: float,
+               warmup: int = 2) -> tuple[float, int]:
+    """Pulls items for about `seconds` after `warmup` items; returns (units/s, units).
+
+    `count(item)` says how many units (clips, frames, pairs) an item holds. The warm-up
+    keeps tracing, the first shuffle-buffer fill and thread start-up out of the figure.
+    """
+    for _ in range(warmup):
+        next(items)
+    units, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        try:
+            units += count(next(items))
+        except StopIteration:
+            break
+    return units / (time.perf_counter() - start), units
+
+
+def _fallback_clips(count: int, size: int, num_frames: int, seed: int = 0) -> Iterator[Clip]:
+    """A coloured square moving over noise, for when kp_tf.data.synthetic is not there."""
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        background = rng.integers(0, 256, [size, size, 3], dtype=np.uint8)
+        frames = np.repeat(background[None], num_frames, 0)
+        side = size // 4
+        path = rng.uniform(0, size - side, 2) + np.linspace(0, 1, num_frames)[:, None] * 8
+        for t, (x, y) in enumerate(np.clip(path, 0, size - side).astype(int)):
+            frames[t, y:y + side, x:x + side] = rng.integers(0, 256, 3)
+        yield Clip(f"fallback{index:05d}", frames, label=index % 6)
+
+
+def generate_clips(split: str, count: int, size: int, num_frames: int = 48) -> Iterable[Clip]:
+    """kp_tf.data.synthetic.generate_split when it exists, else `_fallback_clips`."""
+    try:
+        from kp_tf.data.synthetic import generate_split
+    except ImportError:
+        return _fallback_clips(count, size, num_frames)
+    return generate_split(split, count, seed=0, size=size, num_frames=num_frames)
+
+
+def write_split(data_dir: str, split: str, clips: Iterable[Clip]) -> int:
+    """`{split}-00000-of-00001.tfrecord` plus its manifest entry; returns the frame count."""
+    os.makedirs(data_dir, exist_ok=True)
+    name = tfrecords.shard_name(split, 0, 1)
+    frames = clips_written = 0
+    with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
+        for clip in clips:
+            writer.write(tfrecords.serialize_clip(clip))
+            frames += clip.num_frames
+            clips_written += 1
+    path = os.path.join(data_dir, "manifest.json")
+    manifest = json.load(open(path)) if os.path.exists(path) else {"splits": {}}
+    manifest["splits"][split] = {"shards": [{"file": name, "clips": clips_written}]}
+    tfrecords.write_manifest(data_dir, manifest)
+    return frames
+
+
+def write_pseudo_labels(folder: str, split: str, count: int, num_frames: int,
+                        num_keypoints: int, seed: int = 0) -> None:
+    """Random-walk keypoints [T, K, 2] in the pseudo-label format, one record per clip."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(folder, f"{split}-00000-of-00001.tfrecord")) as w:
+        for index in range(count):
+            start = rng.uniform(-0.6, 0.6, [1, num_keypoints, 2])
+            walk = np.cumsum(rng.normal(0, 0.01, [num_frames, num_keypoints, 2]), axis=0)
+            w.write(tfrecords.serialize_keypoints(f"clip{index:05d}", index % 6,
+                                                  np.clip(start + walk, -1, 1)))
+
+
+@contextlib.contextmanager
+def temporary_dataset(count: int, size: int, num_frames: int = 48):
+    """A temporary data dir with a `train` split of generated clips; yields (dir, seconds
+    spent generating, frames generated)."""
+    with tempfile.TemporaryDirectory(prefix="kp_bench_") as tmp:
+        clips = iter(generate_clips("train", count, size, num_frames))
+        generated, start, elapsed = [], time.perf_counter(), 0.0
+        for clip in clips:  # time generation only, not the PNG encoding
+            elapsed += time.perf_counter() - start
+            generated.append(clip)
+            start = time.perf_counter()
+        frames = write_split(tmp, "train", generated)
+        yield tmp, elapsed, frames
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def _read_rate(data_dir: str, split: str, seconds: float) -> tuple[float, float]:
+    """(clips/s, frames/s) parsing and decoding every frame of every clip."""
+    def decode(serialized):
+        clip = tfrecords.parse_clip(serialized)
+        return tf.shape(tfrecords.decode_frames(clip["frames_png"]))[0]
+
+    ds = (tf.data.TFRecordDataset(tfrecords.shard_paths(data_dir, split)).repeat()
+          .map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    frames = []
+    clips, _ = timed_rate(iter(ds), lambda n: frames.append(int(n)) or 1, seconds)
+    return clips, clips * float(np.mean(frames))
+
+
+def _batch_rate(ds: tf.data.Dataset, key: str, seconds: float) -> float:
+    """Examples per second of a batched pipeline."""
+    return timed_rate(iter(ds), lambda b: int(b[key].shape[0]), seconds, warmup=3)[0]
+
+
+def bench_data(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py data", description="Input pipeline figures.")
+    parser.add_argument("--data_dir", default="",
+                        help="A converted dataset to read (default: a temporary synthetic one).")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--pseudo_label_dir", default="",
+                        help="Pseudo-labels for stage 2 (default: temporary random ones).")
+    parser.add_argument("--preset", default="synthetic")
+    parser.add_argument("--batch_size", type=int, default=16,
+                        help="Stage-1 batch (fixed rather than the preset's, so figures stay "
+                             "comparable when presets change; pairs/s barely depends on it).")
+    parser.add_argument("--clips", type=int, default=24, help="Clips per temporary dataset.")
+    parser.add_argument("--seconds", type=float, default=4.0, help="Time per measurement.")
+    args = parser.parse_args(argv)
+    cfg = config.load_preset(args.preset, batch_size=args.batch_size)
+    sizes = [cfg.image_size] + ([128] if cfg.image_size != 128 else [])
+    print(f"bench data: preset {args.preset}, batch {cfg.batch_size}, "
+          f"stage-2 batch {cfg.stage2_batch_size}, {os.cpu_count()} CPUs, TF {tf.__version__}")
+
+    with contextlib.ExitStack() as stack:
+        if args.data_dir:
+            resolution = tfrecords.load_manifest(args.data_dir).get("resolution", cfg.image_size)
+            data_dirs = {int(resolution): args.data_dir}
+        else:
+            data_dirs = {}
+            for size in sizes:
+                data_dir, elapsed, frames = stack.enter_context(
+                    temporary_dataset(args.clips, size))
+                data_dirs[size] = data_dir
+                print(f"synthetic generation {size:4d}px: {frames / elapsed:8.1f} frames/s "
+                      f"({frames} frames)")
+        for size, data_dir in data_dirs.items():
+            clips, frames = _read_rate(data_dir, args.split, args.seconds)
+            print(f"TFRecord read+decode {size:4d}px: {clips:8.1f} clips/s  "
+                  f"{frames:8.1f} frames/s")
+        for size, data_dir in data_dirs.items():
+            for augment in (True, False):
+                c = cfg.replace(image_size=size, augment=augment, data_dir=data_dir)
+                rate = _batch_rate(pipeline.stage1_pairs(c, args.split), "reference",
+                                   args.seconds)
+                print(f"stage-1 pairs        {size:4d}px, batch {c.batch_size}, "
+                      f"augment {'on ' if augment else 'off'}: {rate:8.1f} pairs/s")
+
+        labels_dir = args.pseudo_label_dir
+        if not labels_dir:
+            labels_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="kp_bench_"))
+            write_pseudo_labels(labels_dir, args.split, max(args.clips, 64), 96,
+                                cfg.num_keypoints)
+        rate = _batch_rate(pipeline.stage2_sequences(cfg, labels_dir, args.split),
+                           "sequence", args.seconds)
+        print(f"stage-2 sequences    L={cfg.sequence_length}, K={cfg.num_keypoints}, "
+              f"batch {cfg.stage2_batch_size}: {rate:8.1f} sequences/s")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "data": bench_data,
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        print(f"\nusage: bench.py {{{','.join(COMMANDS)}}} [--flags]", file=sys.stderr)
+        return 2
+    COMMANDS[argv[0]](argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
