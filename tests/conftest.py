@@ -1,6 +1,8 @@
 """Shared fixtures: where ../shared is, and tiny configs."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,21 @@ def shared():
 def tiny_config():
     from kp_tf import config
     return config.load_preset("tiny")
+
+
+I3D_WEIGHTS = "weights/i3d_kinetics400_rgb_scratch.npz"
+
+
+@pytest.fixture(scope="session")
+def i3d_handle(tmp_path_factory):
+    """$KP_TF_I3D when it is an existing folder (.ci/run builds it once), else an export of the
+    shared weights into this session's temp dir, made once with tools/export_i3d.py."""
+    env = os.environ.get("KP_TF_I3D")
+    if env and Path(env).is_dir():
+        return env
+    weights = require_shared(I3D_WEIGHTS)
+    out = tmp_path_factory.getbasetemp() / "i3d_kinetics400_savedmodel"
+    if not (out / "saved_model.pb").exists():
+        subprocess.run([sys.executable, str(REPO / "tools" / "export_i3d.py"),
+                        f"--weights={weights}", f"--out={out}"], check=True, cwd=REPO)
+    return str(out)

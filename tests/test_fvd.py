@@ -6,32 +6,12 @@ need the network keep their videos few and short (9 frames, I3D's minimum).
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, require_shared
-
-WEIGHTS = "weights/i3d_kinetics400_rgb_scratch.npz"
 GOLDEN_FVD = 133.9  # protocols.md §1 (an independent TF2 rebuild gave 133.909)
-
-
-@pytest.fixture(scope="session")
-def i3d_handle(tmp_path_factory):
-    """$KP_TF_I3D when it is an existing folder (CI builds it once), else an export of the shared
-    weights into this session's temp dir (shared with test_i3d.py's identical fixture)."""
-    env = os.environ.get("KP_TF_I3D")
-    if env and Path(env).is_dir():
-        return env
-    weights = require_shared(WEIGHTS)
-    out = tmp_path_factory.getbasetemp() / "i3d_kinetics400_savedmodel"
-    if not (out / "saved_model.pb").exists():
-        subprocess.run([sys.executable, str(REPO / "tools" / "export_i3d.py"),
-                        f"--weights={weights}", f"--out={out}"], check=True, cwd=REPO)
-    return str(out)
 
 
 def smooth_videos(n, frames=9, size=32, seed=0):

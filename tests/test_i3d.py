@@ -1,35 +1,9 @@
 """I3D rebuilt in Keras 3: checkpoint loading by name, and the SavedModel's TF-Hub interface."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from conftest import REPO, require_shared
-
-WEIGHTS = "weights/i3d_kinetics400_rgb_scratch.npz"
-
-
-def build_i3d_savedmodel(tmp_path_factory) -> str:
-    """$KP_TF_I3D when it is an existing folder (CI builds it once), else an export of the shared
-    weights into this session's temp dir, made once per session with tools/export_i3d.py."""
-    env = os.environ.get("KP_TF_I3D")
-    if env and Path(env).is_dir():
-        return env
-    weights = require_shared(WEIGHTS)
-    out = tmp_path_factory.getbasetemp() / "i3d_kinetics400_savedmodel"
-    if not (out / "saved_model.pb").exists():
-        subprocess.run([sys.executable, str(REPO / "tools" / "export_i3d.py"),
-                        f"--weights={weights}", f"--out={out}"], check=True, cwd=REPO)
-    return str(out)
-
-
-@pytest.fixture(scope="session")
-def i3d_handle(tmp_path_factory):
-    return build_i3d_savedmodel(tmp_path_factory)
+from conftest import I3D_WEIGHTS as WEIGHTS, require_shared
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,9 @@ class ImageTranslator(keras.Model):
       filters: width of the first decoder block (paper 256).
       gaussian_inv_std: inverse std of the Gaussian maps (original 14.3).
       batchnorm_momentum: BatchNorm decay.
+      mask_bias_init: initial bias of the mask logit (original 0, i.e. m = 0.5). Copying the
+        reference is a strong early optimum (m → 1 leaves the generated image no gradient);
+        a negative bias makes the translator use the keypoints from the start.
 
     Inputs: reference image [B, S, S, 3], features [B, S/4, S/4, C], reference keypoints
     [B, K, 2], target keypoints [B, K, 2].
@@ -139,7 +142,7 @@ class ImageTranslator(keras.Model):
     """
 
     def __init__(self, num_keypoints=40, image_size=128, feature_channels=128, filters=256,
-                 gaussian_inv_std=14.3, batchnorm_momentum=0.999, **kwargs):
+                 gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0, **kwargs):
         m, fs = batchnorm_momentum, image_size // 4
         reference = keras.Input((image_size, image_size, 3), name="reference_image")
         features = keras.Input((fs, fs, feature_channels), name="features")
@@ -156,7 +159,8 @@ class ImageTranslator(keras.Model):
         for j in range(2):
             x = _conv_bn_relu(x, width, 3, 1, f"decoder_2_{j}", m)
         generated = layers.Conv2D(3, 3, padding="same", name="generated")(x)
-        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="mask")(x)
+        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="mask",
+                             bias_initializer=keras.initializers.Constant(mask_bias_init))(x)
         output = layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]),
                                name="blend")([reference, mask, generated])
         super().__init__(inputs=[reference, features, ref_kp, tgt_kp],
@@ -168,12 +172,14 @@ class ImageTranslator(keras.Model):
         self.filters = filters
         self.gaussian_inv_std = gaussian_inv_std
         self.batchnorm_momentum = batchnorm_momentum
+        self.mask_bias_init = mask_bias_init
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
                 "image_size": self.image_size, "feature_channels": self.feature_channels,
                 "filters": self.filters, "gaussian_inv_std": self.gaussian_inv_std,
-                "batchnorm_momentum": self.batchnorm_momentum}
+                "batchnorm_momentum": self.batchnorm_momentum,
+                "mask_bias_init": self.mask_bias_init}
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
@@ -222,7 +228,7 @@ class Stage1Networks:
                                           name="image_encoder")
         self.translator = ImageTranslator(
             cfg.num_keypoints, cfg.image_size, cfg.encoder_filters * 4, cfg.translator_filters,
-            cfg.gaussian_inv_std, m, name="translator")
+            cfg.gaussian_inv_std, m, cfg.mask_bias_init, name="translator")
         self.discriminator = ImageDiscriminator(
             cfg.image_size, cfg.discriminator_filters, cfg.discriminator_layers,
             name="image_discriminator")
