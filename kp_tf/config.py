@@ -40,6 +40,7 @@ class Config:
     discriminator_filters: int = _f(64, "Width of the image discriminator's first conv (doubles per conv).")
     discriminator_layers: int = _f(6, "Stride-2 convs in the image discriminator.")
     keypoint_softmax: str = _f("axis", "'axis' (original code: per-axis softmax of averaged logits) or 'spatial' (2-D).")
+    heatmap_temperature: float = _f(1.0, "Softmax temperature of the detector's heatmaps (original: 1; FOMM: 0.1).")
     mask_bias_init: float = _f(0.0, "Initial bias of the translator's mask logit: 0 (mask 0.5) as the original; negative starts by generating instead of copying the reference.")
     gaussian_inv_std: float = _f(14.3, "Inverse std of the keypoint Gaussian maps (original: 14.3 = 1/0.07).")
     batchnorm_momentum: float = _f(0.999, "BatchNorm moving-average decay (original: 0.999, epsilon 1e-5).")

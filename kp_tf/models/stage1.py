@@ -56,12 +56,13 @@ class KeypointDetector(keras.Model):
       decoder_filters: width of the first decoder block (paper 128).
       softmax: "axis" (original) or "spatial".
       batchnorm_momentum: BatchNorm moving-average decay (original 0.999).
+      temperature: heatmap softmax temperature (original 1).
 
     Input: image [B, S, S, 3] in [-1, 1]. Output: keypoints [B, K, 2], (x, y) in [-1, 1].
     """
 
     def __init__(self, num_keypoints=40, image_size=128, encoder_filters=32, decoder_filters=128,
-                 softmax="axis", batchnorm_momentum=0.999, **kwargs):
+                 softmax="axis", batchnorm_momentum=0.999, temperature=1.0, **kwargs):
         m = batchnorm_momentum
         image = keras.Input((image_size, image_size, 3), name="image")
         f1, f2, f3, f4 = _encoder(image, encoder_filters, 4, "encoder_", m)
@@ -76,7 +77,7 @@ class KeypointDetector(keras.Model):
         x = _conv_bn_relu(x, width, 3, 1, "decoder_3_a", m)
         x = _conv_bn_relu(x, width, 3, 1, "decoder_3_b", m)
         logits = layers.Conv2D(num_keypoints, 1, name="heatmap_logits")(x)
-        keypoints = KeypointExpectation(softmax, name="keypoints")(logits)
+        keypoints = KeypointExpectation(softmax, temperature, name="keypoints")(logits)
         super().__init__(inputs=image, outputs=keypoints, **kwargs)
         self.num_keypoints = num_keypoints
         self.image_size = image_size
@@ -84,12 +85,13 @@ class KeypointDetector(keras.Model):
         self.decoder_filters = decoder_filters
         self.softmax = softmax
         self.batchnorm_momentum = batchnorm_momentum
+        self.temperature = temperature
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
                 "image_size": self.image_size, "encoder_filters": self.encoder_filters,
                 "decoder_filters": self.decoder_filters, "softmax": self.softmax,
-                "batchnorm_momentum": self.batchnorm_momentum}
+                "batchnorm_momentum": self.batchnorm_momentum, "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
@@ -212,6 +214,13 @@ class ImageDiscriminator(keras.Model):
                 "num_layers": self.num_layers}
 
 
+def build_detector(cfg) -> KeypointDetector:
+    """The configured detector Q (also used alone for pseudo-labels and evaluation)."""
+    return KeypointDetector(cfg.num_keypoints, cfg.image_size, cfg.encoder_filters,
+                            cfg.detector_filters, cfg.keypoint_softmax, cfg.batchnorm_momentum,
+                            cfg.heatmap_temperature, name="detector")
+
+
 class Stage1Networks:
     """The four stage-1 networks built for one config, and the paired forward pass.
 
@@ -221,9 +230,7 @@ class Stage1Networks:
 
     def __init__(self, cfg):
         m = cfg.batchnorm_momentum
-        self.detector = KeypointDetector(
-            cfg.num_keypoints, cfg.image_size, cfg.encoder_filters, cfg.detector_filters,
-            cfg.keypoint_softmax, m, name="detector")
+        self.detector = build_detector(cfg)
         self.image_encoder = ImageEncoder(cfg.image_size, cfg.encoder_filters, m,
                                           name="image_encoder")
         self.translator = ImageTranslator(

@@ -77,11 +77,9 @@ def train_keypoints(cfg, strategy) -> str:
 
 
 def restore_detector(cfg, checkpoint: str):
-    from kp_tf.models.stage1 import KeypointDetector
+    from kp_tf.models.stage1 import build_detector
 
-    detector = KeypointDetector(cfg.num_keypoints, cfg.image_size, cfg.encoder_filters,
-                                cfg.detector_filters, cfg.keypoint_softmax,
-                                cfg.batchnorm_momentum, name="detector")
+    detector = build_detector(cfg)
     tf.train.Checkpoint(detector=detector).restore(checkpoint).expect_partial()
     return detector
 
