@@ -34,19 +34,31 @@ def detect_clip(detector, frames_uint8, image_size: int, chunk: int = 64) -> np.
     return np.concatenate(out, 0)
 
 
+def checkpoint_fingerprint(checkpoint: str):
+    """sha256 of the checkpoint's .index, which holds a CRC of every saved tensor: a stage
+    retrained from scratch to the same step has the same path but another fingerprint.
+    None when there is no such file."""
+    index = checkpoint + ".index"
+    return tfrecords.sha256_file(index) if os.path.isfile(index) else None
+
+
 def is_current(out_dir: str, checkpoint: str) -> bool:
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
         return False
     with open(path) as f:
-        return json.load(f).get("detector_checkpoint") == checkpoint
+        manifest = json.load(f)
+    return (manifest.get("detector_checkpoint") == checkpoint
+            and manifest.get("detector_fingerprint") == checkpoint_fingerprint(checkpoint))
 
 
 def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: str,
                        splits=("train", "test")) -> dict:
     """Labels every clip of `data_dir` and writes `out_dir/{split}-00000-of-00001.tfrecord`."""
     os.makedirs(out_dir, exist_ok=True)
-    summary = {"detector_checkpoint": checkpoint, "num_keypoints": cfg.num_keypoints,
+    summary = {"detector_checkpoint": checkpoint,
+               "detector_fingerprint": checkpoint_fingerprint(checkpoint),
+               "num_keypoints": cfg.num_keypoints,
                "image_size": cfg.image_size, "splits": {}}
     start = time.perf_counter()
     for split in splits:

@@ -1,0 +1,270 @@
+"""The exported SavedModel: loads with TensorFlow alone and computes what the Keras models do.
+
+A subprocess whose Python cannot import kp_tf (nor Keras) loads the export of the shared tiny
+run (`_tiny_run`), calls the four serving signatures and saves everything to an .npz; this
+process restores the Keras models from the same checkpoints and recomputes each output.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from _tiny_run import tiny_run  # noqa: F401  (the shared trained run, a fixture)
+from kp_tf import export
+from kp_tf.data import synthetic
+from kp_tf.training import pseudo_labels as pl
+from kp_tf.training import run
+
+ATOL = 1e-5
+SEED, OTHER_SEED, ACTION = 7, 8, 2
+
+# Runs in a fresh interpreter: argv = model dir, inputs .npz, outputs .npz.
+LOADER = r"""
+import sys
+sys.modules["kp_tf"] = None   # the package must not be needed to load or run the export
+sys.modules["keras"] = None   # nor Keras: TensorFlow alone
+import json
+import numpy as np
+import tensorflow as tf
+
+model_dir, inputs_path, out_path = sys.argv[1:4]
+x = dict(np.load(inputs_path))
+m = tf.saved_model.load(model_dir)
+sig = m.signatures
+out = {"signature_names": np.array(sorted(sig.keys())),
+       "action_names": np.array([a.decode() for a in m.action_names.numpy()]),
+       "config_json": np.array(m.config_json.numpy().decode())}
+out["detect"] = sig["detect_keypoints"](image=tf.constant(x["images"]))["keypoints"].numpy()
+out["motion"] = sig["generate_motion"](k0=tf.constant(x["k0"]), action=tf.constant(x["actions"]),
+                                       z=tf.constant(x["z"]))["keypoints"].numpy()
+out["translate"] = sig["translate"](image=tf.constant(x["images"]),
+                                    source_kps=tf.constant(x["k0"]),
+                                    target_kps=tf.constant(x["targets"]))["video"].numpy()
+
+def predict(seed, frames):
+    r = sig["predict_video"](image=tf.constant(x["images"][0]),
+                             action=tf.constant(int(x["action"]), tf.int32),
+                             seed=tf.constant(seed, tf.int64),
+                             frames=tf.constant(frames, tf.int32))
+    return {k: v.numpy() for k, v in r.items()}
+
+L, seed, other = int(x["length"]), int(x["seed"]), int(x["other_seed"])
+for name, (s, frames) in {"short": (seed, L), "again": (seed, L), "other": (other, L),
+                          "long": (seed, 2 * L + 3), "one": (seed, 1)}.items():
+    for k, v in predict(s, frames).items():
+        out[f"predict_{name}_{k}"] = v
+try:
+    predict(seed, 0)
+    out["zero_frames_error"] = np.array("")
+except tf.errors.InvalidArgumentError as e:
+    out["zero_frames_error"] = np.array(e.message)
+out["modules_kp_tf"] = np.array(sys.modules.get("kp_tf") is None)
+np.savez(out_path, **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):  # noqa: F811
+    """(inputs, outputs of the SavedModel in a TensorFlow-only subprocess)."""
+    cfg = tiny_run.cfg
+    rng = np.random.default_rng(0)
+    s, k, lat, length = cfg.image_size, cfg.num_keypoints, cfg.latent_dim, cfg.sequence_length
+    inputs = {
+        "images": rng.uniform(-1, 1, (2, s, s, 3)).astype(np.float32),
+        "k0": rng.uniform(-0.8, 0.8, (2, k, 2)).astype(np.float32),
+        "actions": np.array([0, cfg.num_actions - 1], np.int32),
+        "z": rng.standard_normal((2, lat)).astype(np.float32),
+        "targets": rng.uniform(-0.8, 0.8, (2, 3, k, 2)).astype(np.float32),
+        "action": np.array(ACTION), "seed": np.array(SEED), "other_seed": np.array(OTHER_SEED),
+        "length": np.array(length),
+    }
+    # A real frame for predict_video, so that the detector sees a figure.
+    frame = synthetic_frame(tiny_run)
+    inputs["images"][0] = frame
+    work = tmp_path_factory.mktemp("export_io")
+    inputs_path, out_path = work / "inputs.npz", work / "outputs.npz"
+    np.savez(inputs_path, **inputs)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", LOADER, tiny_run.export_dir, str(inputs_path),
+                           str(out_path)], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return inputs, dict(np.load(out_path))
+
+
+def synthetic_frame(tiny_run):  # noqa: F811
+    from kp_tf.data import tfrecords
+
+    shard = tfrecords.shard_paths(tiny_run.data_dir, "test")[0]
+    clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shard))))
+    frame = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
+    return frame.astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def keras_models(tiny_run):  # noqa: F811
+    cfg = tiny_run.cfg
+    ckpt1 = run.latest_checkpoint(tiny_run.path("keypoints"))
+    ckpt2 = run.latest_checkpoint(tiny_run.path("motion"))
+    detector, encoder, translator, generator = export.restore_models(cfg, ckpt1, ckpt2)
+    return cfg, detector, encoder, translator, generator
+
+
+def _render(keras_models, image, source, targets):
+    """Keras reference of `translate` for one image: one translator call per target frame."""
+    cfg, _, encoder, translator, _ = keras_models
+    image, source = tf.constant(image[None]), tf.constant(source[None])
+    features = encoder(image, training=False)
+    frames = []
+    for target in targets:
+        out = translator([image, features, source, tf.constant(target[None])], training=False)
+        frames.append(np.clip(np.asarray(out["output"])[0], -1.0, 1.0))
+    return np.stack(frames)
+
+
+def _one_hot(cfg, actions):
+    return tf.one_hot(actions, cfg.num_actions)
+
+
+def test_restore_models_restores_every_trained_weight(tiny_run, keras_models):  # noqa: F811
+    """Every weight the trainers saved comes back, the LSTMs of the motion generator included.
+
+    The trainers' g_optimizer holds each stage's trainable variables in order, so the
+    checkpoint's `g_optimizer/_trainable_variables/i` is the i-th trained weight.
+    """
+    cfg, detector, encoder, translator, generator = keras_models
+    stages = {"keypoints": detector.trainable_variables + encoder.trainable_variables
+              + translator.trainable_variables,
+              "motion": generator.trainable_variables}
+    for stage, variables in stages.items():
+        reader = tf.train.load_checkpoint(run.latest_checkpoint(tiny_run.path(stage)))
+        for i, variable in enumerate(variables):
+            key = f"g_optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"
+            np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key),
+                                          err_msg=f"{stage}: {variable.path}")
+    # BatchNorm statistics are not trainable: restored, they have left their initial 0 / 1.
+    for model in (detector, encoder, translator):
+        for variable in model.non_trainable_variables:
+            init = 1.0 if "variance" in variable.path else 0.0
+            assert np.any(variable.numpy() != init), variable.path
+
+
+def test_loads_without_package_and_has_four_signatures(exported):
+    _, out = exported
+    assert bool(out["modules_kp_tf"])
+    assert sorted(out["signature_names"].tolist()) == sorted(
+        ["detect_keypoints", "generate_motion", "translate", "predict_video"])
+
+
+def test_detect_keypoints_matches_keras(exported, keras_models):
+    inputs, out = exported
+    _, detector, *_ = keras_models
+    expected = np.asarray(detector(inputs["images"], training=False))
+    assert out["detect"].shape == expected.shape == (2, keras_models[0].num_keypoints, 2)
+    np.testing.assert_allclose(out["detect"], expected, atol=ATOL)
+
+
+def test_generate_motion_matches_keras(exported, keras_models):
+    inputs, out = exported
+    cfg, *_, generator = keras_models
+    expected = np.asarray(generator.decode(inputs["z"], inputs["k0"],
+                                           _one_hot(cfg, inputs["actions"])))
+    assert out["motion"].shape == (2, cfg.sequence_length, cfg.num_keypoints, 2)
+    np.testing.assert_allclose(out["motion"], expected, atol=ATOL)
+    # The action is an input that matters: the two rows differ in action (and z).
+    assert not np.allclose(out["motion"][0], out["motion"][1])
+
+
+def test_translate_matches_keras(exported, keras_models):
+    inputs, out = exported
+    cfg = keras_models[0]
+    assert out["translate"].shape == (2, 3, cfg.image_size, cfg.image_size, 3)
+    for b in range(2):
+        expected = _render(keras_models, inputs["images"][b], inputs["k0"][b], inputs["targets"][b])
+        np.testing.assert_allclose(out["translate"][b], expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["short", "long"])
+def test_predict_video_matches_keras(exported, keras_models, name):
+    inputs, out = exported
+    cfg, detector, _, _, generator = keras_models
+    image = inputs["images"][0]
+    frames = cfg.sequence_length if name == "short" else 2 * cfg.sequence_length + 3
+    k0 = detector(image[None], training=False)
+    z = tf.random.stateless_normal([1, cfg.latent_dim], tf.constant([SEED, SEED + 1], tf.int64))
+    keypoints = np.asarray(generator.sample(k0, _one_hot(cfg, [ACTION]), z=z, frames=frames))[0]
+    video = _render(keras_models, image, np.asarray(k0)[0], keypoints)
+    got = {k: out[f"predict_{name}_{k}"] for k in ("video", "keypoints", "first_keypoints")}
+    assert got["video"].shape == (frames, cfg.image_size, cfg.image_size, 3)
+    assert got["keypoints"].shape == (frames, cfg.num_keypoints, 2)
+    np.testing.assert_allclose(got["first_keypoints"], np.asarray(k0)[0], atol=ATOL)
+    np.testing.assert_allclose(got["keypoints"], keypoints, atol=ATOL)
+    np.testing.assert_allclose(got["video"], video, atol=ATOL)
+    assert got["video"].min() >= -1.0 and got["video"].max() <= 1.0
+
+
+def test_predict_video_rolls_forward_past_sequence_length(exported, keras_models):
+    _, out = exported
+    cfg = keras_models[0]
+    length = cfg.sequence_length
+    long_kp, short_kp = out["predict_long_keypoints"], out["predict_short_keypoints"]
+    assert long_kp.shape[0] == 2 * length + 3
+    # The first L frames of the rollout are the L-frame prediction (same seed, same z) ...
+    np.testing.assert_allclose(long_kp[:length], short_kp, atol=ATOL)
+    np.testing.assert_allclose(out["predict_long_video"][:length], out["predict_short_video"],
+                               atol=ATOL)
+    # ... and frames=1 is its first frame.
+    np.testing.assert_allclose(out["predict_one_keypoints"], short_kp[:1], atol=ATOL)
+    # Each later chunk is an L-frame decode with the same z, started from the previous
+    # chunk's last keypoints.
+    _, _, _, _, generator = keras_models
+    z = tf.random.stateless_normal([1, cfg.latent_dim], tf.constant([SEED, SEED + 1], tf.int64))
+    for start in (length, 2 * length):
+        chunk = generator.decode(z, long_kp[start - 1][None], _one_hot(cfg, [ACTION]))
+        end = min(start + length, len(long_kp))
+        np.testing.assert_allclose(long_kp[start:end], np.asarray(chunk)[0, :end - start],
+                                   atol=ATOL)
+    assert np.all(np.isfinite(long_kp)) and np.abs(long_kp).max() <= 1.0
+
+
+def test_predict_video_seeds(exported):
+    _, out = exported
+    # The same seed gives the same video, bit for bit ...
+    for k in ("video", "keypoints", "first_keypoints"):
+        np.testing.assert_array_equal(out[f"predict_short_{k}"], out[f"predict_again_{k}"])
+    # ... another seed another motion (from the same first keypoints).
+    np.testing.assert_array_equal(out["predict_short_first_keypoints"],
+                                  out["predict_other_first_keypoints"])
+    diff = np.abs(out["predict_short_keypoints"] - out["predict_other_keypoints"]).max()
+    assert diff > 1e-6, diff
+
+
+def test_predict_video_rejects_zero_frames(exported):
+    _, out = exported
+    assert "frames must be" in str(out["zero_frames_error"])
+
+
+def test_action_names_and_config_travel_with_the_model(exported, tiny_run):  # noqa: F811
+    _, out = exported
+    cfg = tiny_run.cfg
+    names = out["action_names"].tolist()
+    assert names == list(synthetic.ACTIONS) and len(names) == cfg.num_actions
+    assert json.loads(out["config_json"].item()) == dataclasses.asdict(cfg)
+    extra = os.path.join(tiny_run.export_dir, "assets.extra")
+    with open(os.path.join(extra, "actions.txt")) as f:
+        assert f.read().splitlines() == names
+    with open(os.path.join(extra, "config.json")) as f:
+        assert json.load(f) == dataclasses.asdict(cfg)
+    with open(os.path.join(tiny_run.export_dir, export.EXPORT_INFO)) as f:
+        info = json.load(f)
+    ckpt1 = run.latest_checkpoint(tiny_run.path("keypoints"))
+    ckpt2 = run.latest_checkpoint(tiny_run.path("motion"))
+    assert info == {"stage1_checkpoint": ckpt1, "stage2_checkpoint": ckpt2,
+                    "stage1_fingerprint": pl.checkpoint_fingerprint(ckpt1),
+                    "stage2_fingerprint": pl.checkpoint_fingerprint(ckpt2)}
