@@ -121,21 +121,12 @@ def restore_models(cfg, stage1_checkpoint: str, stage2_checkpoint: str):
     """Inference networks restored from the two stages' checkpoints."""
     from kp_tf.models.motion import build_motion_models
     from kp_tf.models.stage1 import Stage1Networks
-    from kp_tf.training import loop
 
     nets = Stage1Networks(cfg)
     tf.train.Checkpoint(detector=nets.detector, image_encoder=nets.image_encoder,
                         translator=nets.translator).restore(stage1_checkpoint).expect_partial()
     generator, _ = build_motion_models(cfg)
-    # Keras 3 leaves the layers a layer keeps in a Python list (the LSTMs of the cVAE
-    # encoder and decoder) out of the TF checkpoint graph, so through `motion_generator`
-    # the stage-2 checkpoint reaches only the Dense layers; the LSTM weights are reachable
-    # through the trainer's g_optimizer, built on generator.trainable_variables. An
-    # optimizer built on the same list, in the same order, restores every weight.
-    g_optimizer = loop.adam(cfg)
-    g_optimizer.build(generator.trainable_variables)
-    tf.train.Checkpoint(motion_generator=generator, g_optimizer=g_optimizer).restore(
-        stage2_checkpoint).expect_partial()
+    tf.train.Checkpoint(motion_generator=generator).restore(stage2_checkpoint).expect_partial()
     return nets.detector, nets.image_encoder, nets.translator, generator
 
 

@@ -45,6 +45,15 @@ def _lstm_stack(units: int, layers: int, last_returns_sequence: bool, prefix: st
     ]
 
 
+def _track_lstm_stack(owner, lstms):
+    """Keeps `lstms` on `owner` and also as attributes `lstm_0`, `lstm_1`, ...: Keras 3 tracks
+    the list for `weights`, but the TF checkpoint graph only follows attributes, and without
+    them a `tf.train.Checkpoint` of the model would silently leave the LSTMs out."""
+    owner.lstms = lstms
+    for i, lstm in enumerate(lstms):
+        setattr(owner, f"lstm_{i}", lstm)
+
+
 def _build_lstm_stack(lstms, input_dim: int):
     for lstm in lstms:
         lstm.build((None, None, input_dim))
@@ -102,7 +111,8 @@ class MotionEncoder(keras.layers.Layer):
         self.lstm_units = lstm_units
         self.lstm_layers = lstm_layers
         self.latent_dim = latent_dim
-        self.lstms = _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False, prefix="lstm")
+        _track_lstm_stack(self, _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False,
+                                            prefix="lstm"))
         self.posterior = keras.layers.Dense(2 * latent_dim, name="posterior")
 
     def build(self, input_shape=None):
@@ -166,7 +176,8 @@ class MotionDecoder(keras.layers.Layer):
         self.sequence_length = sequence_length
         self.decoder_input_dim = decoder_input_dim
         self.condition = keras.layers.Dense(decoder_input_dim, name="condition")
-        self.lstms = _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=True, prefix="lstm")
+        _track_lstm_stack(self, _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=True,
+                                            prefix="lstm"))
         self.to_coord = keras.layers.Dense(
             2 * num_keypoints,
             activation="tanh",
@@ -253,7 +264,8 @@ class SequenceDiscriminator(keras.layers.Layer):
         self.num_keypoints = num_keypoints
         self.lstm_units = lstm_units
         self.lstm_layers = lstm_layers
-        self.lstms = _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False, prefix="lstm")
+        _track_lstm_stack(self, _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False,
+                                            prefix="lstm"))
         self.logit = keras.layers.Dense(1, name="logit")
 
     def build(self, input_shape=None):
