@@ -1,0 +1,191 @@
+"""Frame, diversity and class-consistency metrics for generated videos (protocols §4–§6).
+
+Conventions (every function states its own):
+  * images / videos: uint8 0..255 or float in [0, 1]; `to_unit` converts. L1 is the mean
+    absolute difference of pixel values in [0, 1]; PSNR uses a peak of 1 (= 255 for uint8) and
+    is capped at `PSNR_CAP_DB` (identical images give the cap instead of inf, so that means
+    stay finite); SSIM is `tf.image.ssim` (Gaussian 11×11 window, σ = 1.5, k1 = 0.01,
+    k2 = 0.03, as Wang et al. 2004) on [0, 1] RGB frames, averaged over the channels.
+  * keypoints: (x, y) normalised to [-1, 1] (the export's convention).
+  * "pairwise L1" of two sequences is the mean absolute difference per coordinate
+    (mean over frames, keypoints and x/y), i.e. in normalised units, not a sum.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import numpy as np
+
+PSNR_CAP_DB = 100.0
+
+
+# --- pixels --------------------------------------------------------------------------------
+
+def to_unit(images) -> np.ndarray:
+    """uint8 0..255 → float32 [0, 1]; float input is assumed to be in [0, 1] already."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def _frames(x) -> np.ndarray:
+    """[..., H, W, C] → [N, H, W, C] in [0, 1]."""
+    x = to_unit(x)
+    if x.ndim < 3:
+        raise ValueError(f"expected images [..., H, W, C], got shape {x.shape}")
+    return x.reshape((-1,) + x.shape[-3:])
+
+
+def l1(x, y) -> np.ndarray:
+    """Per-image mean absolute error in [0, 1] units: [..., H, W, C] pairs → [N]."""
+    a, b = _frames(x), _frames(y)
+    _same_shape(a, b)
+    return np.abs(a - b).mean(axis=(1, 2, 3))
+
+
+def psnr(x, y, cap_db: float = PSNR_CAP_DB) -> np.ndarray:
+    """Per-image PSNR in dB with peak 1 ([0, 1] images): [..., H, W, C] pairs → [N].
+
+    Identical images have MSE 0 (PSNR inf); the MSE is floored so the result is at most
+    `cap_db` (100 dB ⇔ MSE 1e-10).
+    """
+    a, b = _frames(x), _frames(y)
+    _same_shape(a, b)
+    mse = np.square(a.astype(np.float64) - b).mean(axis=(1, 2, 3))
+    return 10.0 * np.log10(1.0 / np.maximum(mse, 10.0 ** (-cap_db / 10.0)))
+
+
+def ssim(x, y) -> np.ndarray:
+    """Per-image SSIM (`tf.image.ssim`, max_val 1, 11×11 Gaussian window): → [N].
+
+    Frames smaller than 11 pixels cannot use the 11×11 window and raise ValueError.
+    """
+    import tensorflow as tf
+
+    a, b = _frames(x), _frames(y)
+    _same_shape(a, b)
+    if min(a.shape[1:3]) < 11:
+        raise ValueError(f"SSIM's 11×11 window needs frames of at least 11×11, got {a.shape[1:3]}")
+    out = []
+    for start in range(0, len(a), 256):  # bounded memory for long videos
+        out.append(tf.image.ssim(tf.constant(a[start:start + 256]), tf.constant(b[start:start + 256]),
+                                 max_val=1.0).numpy())
+    return np.concatenate(out) if out else np.zeros([0], np.float32)
+
+
+def _same_shape(a, b):
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+
+
+def image_metrics(x, y) -> dict:
+    """Per-frame arrays {'l1', 'psnr', 'ssim'} between two image stacks of the same shape."""
+    return {"l1": l1(x, y), "psnr": psnr(x, y), "ssim": ssim(x, y)}
+
+
+class RunningMeans:
+    """Accumulates per-item values of several named metrics; `result()` → {name: {mean, std, count}}."""
+
+    def __init__(self):
+        self._values: dict[str, list] = {}
+
+    def update(self, values: dict) -> "RunningMeans":
+        for name, v in values.items():
+            self._values.setdefault(name, []).append(np.asarray(v, np.float64).reshape(-1))
+        return self
+
+    def result(self) -> dict:
+        out = {}
+        for name, parts in self._values.items():
+            v = np.concatenate(parts) if parts else np.zeros([0])
+            out[name] = {"mean": float(v.mean()) if v.size else float("nan"),
+                         "std": float(v.std()) if v.size else float("nan"),
+                         "count": int(v.size)}
+        return out
+
+
+# --- diversity (protocols §5) -------------------------------------------------------------
+
+def mean_pairwise_l1(samples) -> float:
+    """Mean over all pairs i < j of mean |s_i − s_j| for S samples [S, ...] (S ≥ 2).
+
+    0 exactly when all samples are identical.
+    """
+    s = np.asarray(samples, np.float64)
+    if s.shape[0] < 2:
+        raise ValueError(f"diversity needs at least 2 samples, got {s.shape[0]}")
+    flat = s.reshape(s.shape[0], -1)
+    pairs = [np.abs(flat[i] - flat[j]).mean() for i, j in itertools.combinations(range(len(flat)), 2)]
+    return float(np.mean(pairs))
+
+
+def keypoint_diversity(keypoints) -> float:
+    """S keypoint sequences [S, T, K, 2] (normalised coordinates) of one input → mean pairwise L1."""
+    k = np.asarray(keypoints)
+    if k.ndim != 4 or k.shape[-1] != 2:
+        raise ValueError(f"expected keypoints [S, T, K, 2], got {k.shape}")
+    return mean_pairwise_l1(k)
+
+
+def video_diversity(videos) -> float:
+    """S videos [S, T, H, W, 3] (uint8 or [0, 1]) of one input → mean pairwise L1 in [0, 1] units."""
+    v = to_unit(videos)
+    if v.ndim != 5:
+        raise ValueError(f"expected videos [S, T, H, W, 3], got {v.shape}")
+    return mean_pairwise_l1(v)
+
+
+# --- class consistency of generated keypoint sequences -----------------------------------
+
+def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = True) -> np.ndarray:
+    """D[a, b] = mean L1 between generated sequences requested as class a and real sequences of
+    class b (every generated × real pair, mean absolute coordinate difference).
+
+    Args:
+      generated: A arrays [N_a, T, K, 2] (or [N_a, T + 1, K, 2] with the first frame, see
+        `relative`): sequences generated for action a (typically from the same conditioning
+        frames for every a).
+      real: A arrays [M_b, T, K, 2]: real (pseudo-label / detected) sequences of class b.
+        An empty array (no clip of that class) gives a NaN column.
+      relative: subtract each sequence's first frame (compare motion, not where the figure
+        stands); the first frame is then dropped, so give T + 1 frames to keep T steps.
+    Returns:
+      float64 [A, A]; rows = requested class, columns = real class.
+    """
+    if len(generated) != len(real):
+        raise ValueError(f"{len(generated)} generated classes vs {len(real)} real classes")
+    prep = [_motion(g, relative) for g in generated], [_motion(r, relative) for r in real]
+    num = len(generated)
+    d = np.full([num, num], np.nan)
+    for a, g in enumerate(prep[0]):
+        for b, r in enumerate(prep[1]):
+            if len(g) == 0 or len(r) == 0:
+                continue
+            if g.shape[1:] != r.shape[1:]:
+                raise ValueError(f"class {a} sequences {g.shape[1:]} vs real class {b} {r.shape[1:]}")
+            # mean_{i,j} mean |g_i − r_j|, one generated sequence at a time (bounded memory)
+            d[a, b] = float(np.mean([np.abs(gi[None] - r).mean() for gi in g]))
+    return d
+
+
+def _motion(x, relative: bool) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return x.reshape((0,) + x.shape[1:]) if x.ndim > 1 else x
+    if x.ndim != 4 or x.shape[-1] != 2:
+        raise ValueError(f"expected sequences [N, T, K, 2], got {x.shape}")
+    return x[:, 1:] - x[:, :1] if relative else x
+
+
+def diagonal_minimum(matrix) -> dict:
+    """Whether each row's minimum lies on the diagonal (the generated motion of class a is closer
+    to real class a than to any other). NaN entries are ignored; a row without values is False."""
+    m = np.asarray(matrix, np.float64)
+    rows = []
+    for a, row in enumerate(m):
+        finite = np.where(np.isfinite(row), row, np.inf)
+        rows.append(bool(np.isfinite(finite[a]) and finite[a] <= finite.min()))
+    return {"row_min_on_diagonal": rows, "fraction": float(np.mean(rows)) if rows else float("nan")}

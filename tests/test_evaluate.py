@@ -1,0 +1,278 @@
+"""`python -m kp_tf.evaluate`: metrics on known inputs, the baselines, and the command end to end
+on the tiny trained pipeline (FVD with a stand-in feature extractor, and with the real I3D when
+../shared has its weights)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, require_shared
+from kp_tf import evaluate
+from kp_tf.evaluation import metrics as M
+
+try:  # the shared session-wide tiny run when the test suite has it, else one built here
+    from _tiny_run import tiny_run  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the checkout
+    @pytest.fixture(scope="module")
+    def tiny_run(tmp_path_factory):
+        import types
+
+        from kp_tf import config
+        from kp_tf.data import datasets
+        from kp_tf.training import run
+
+        root = tmp_path_factory.mktemp("tiny_run")
+        cfg = config.load_preset("tiny", data_dir=str(root / "data"), logdir=str(root / "run"),
+                                 vgg_weights="none", summary_every=100, image_summary_every=100,
+                                 checkpoint_every=100)
+        datasets.convert("synthetic", out=cfg.data_dir, resolution=32, num_train=8, num_test=4,
+                         num_frames=40, log=None)
+        run.run(cfg, "all")
+        return types.SimpleNamespace(cfg=cfg, data_dir=cfg.data_dir, logdir=cfg.logdir,
+                                     export_dir=os.path.join(cfg.logdir, "export"))
+
+FRAMES = 9  # ≥ 9 for I3D; the tiny preset generates 8 steps per chunk, so this also rolls forward
+CLASSIFIER_STEPS = 4  # a tiny budget: the test checks the plumbing, not the accuracy
+
+
+# --- metrics on known inputs ------------------------------------------------------------------
+
+def test_pixel_metrics_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    assert np.all(M.psnr(a, a) == M.PSNR_CAP_DB)  # identical: capped, not inf
+    np.testing.assert_allclose(M.ssim(a, a), 1.0, atol=1e-6)
+    assert np.all(M.l1(a, a) == 0)
+    zeros, tenth = np.zeros((2, 16, 16, 3), np.float32), np.full((2, 16, 16, 3), 0.1, np.float32)
+    np.testing.assert_allclose(M.psnr(zeros, tenth), 20.0, rtol=1e-5)  # MSE 0.01 → 20 dB
+    np.testing.assert_allclose(M.l1(zeros, tenth), 0.1, rtol=1e-6)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert np.all(M.ssim(a, b) < 0.99) and np.all(M.psnr(a, b) < 40)
+    with pytest.raises(ValueError, match="shape"):
+        M.l1(a, a[:2])
+    means = M.RunningMeans().update({"x": [1, 2]}).update({"x": 3}).result()
+    assert means["x"]["mean"] == 2.0 and means["x"]["count"] == 3
+
+
+def test_diversity():
+    seq = np.random.default_rng(1).uniform(-1, 1, (1, 8, 4, 2))
+    assert M.keypoint_diversity(np.repeat(seq, 5, 0)) == 0.0
+    shifted = np.concatenate([seq, seq + 0.5, seq - 0.5])  # pairs differ by .5, .5 and 1
+    assert M.keypoint_diversity(shifted) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    video = np.zeros((1, 4, 8, 8, 3), np.uint8)
+    assert M.video_diversity(np.repeat(video, 3, 0)) == 0.0
+    assert M.video_diversity(np.concatenate([video, video + 255])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        M.keypoint_diversity(seq)
+
+
+def test_class_matrix_on_hand_made_sequences():
+    t = np.arange(5, dtype=np.float64)[:, None, None]  # 5 frames (frame 0 is the start)
+
+    def moving(direction, start, n):  # n sequences [n, 5, 2 keypoints, 2]
+        d = np.asarray(direction, np.float64) * 0.1
+        return np.stack([np.broadcast_to(np.asarray(start) + i * 0.01 + t * d, (5, 2, 2))
+                         for i in range(n)])
+
+    real = [moving([1, 0], [0.3, 0.3], 3), moving([0, 1], [-0.5, 0.2], 2), moving([-1, 0], [0, 0], 2)]
+    # Generated from other start poses: only the displacement matrix sees the motions match.
+    gen = [moving([1, 0], [-0.8, 0.8], 4), moving([0, 1], [0.8, -0.8], 4), moving([-1, 0], [0.5, 0.5], 4)]
+    d = M.class_distance_matrix(gen, real, relative=True)
+    assert d.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(d), 0.0, atol=1e-12)
+    assert M.diagonal_minimum(d) == {"row_min_on_diagonal": [True] * 3, "fraction": 1.0}
+    # right vs up: |Δx| = |Δy| = 0.1 t, mean over frames t = 1..4 and both coordinates = 0.25
+    assert d[0, 1] == pytest.approx(0.25)
+    absolute = M.class_distance_matrix(gen, real, relative=False)
+    assert not M.diagonal_minimum(absolute)["row_min_on_diagonal"][0]
+    # a class without real clips: a NaN column, ignored for the row minimum
+    d2 = M.class_distance_matrix(gen, real[:2] + [np.zeros((0, 5, 2, 2))])
+    assert np.isnan(d2[:, 2]).all()
+    assert M.diagonal_minimum(d2)["row_min_on_diagonal"] == [True, True, False]
+
+
+# --- baselines and temporal sampling ----------------------------------------------------------
+
+def test_static_video_repeats_the_frame():
+    frame = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    video = evaluate.static_video(frame, 7)
+    assert video.shape == (7, 32, 32, 3) and video.dtype == np.uint8
+    assert all(np.array_equal(f, frame) for f in video)
+
+
+def test_frame_indices():
+    from kp_tf.data import pipeline
+
+    # T ≤ L: exactly stage 2's test sampling (gap = 40 // 9 = 4)
+    idx = evaluate.frame_indices(40, 6, 8).numpy()
+    np.testing.assert_array_equal(idx, pipeline.sample_indices(40, 8).nearest().numpy()[:7])
+    np.testing.assert_array_equal(idx, np.arange(7) * 4)
+    # T > L: the same gap, held at the last frame
+    np.testing.assert_array_equal(evaluate.frame_indices(40, 10, 8).numpy(),
+                                  [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 39])
+    np.testing.assert_array_equal(evaluate.frame_indices(40, 3, 8, "consecutive").numpy(), [0, 1, 2, 3])
+    short = evaluate.frame_indices(5, 9, 8).numpy()  # shorter than L + 1: spread over the clip
+    assert short[0] == 0 and short.max() == 4 and np.all(np.diff(short) >= 0)
+
+
+def test_classifier_windows():
+    from kp_tf.evaluation import action
+
+    for n in (3, 16, 17, 48, 100):
+        for i in range(5):
+            idx = action.window_indices(n, 16, seed=[i, n]).numpy()
+            assert idx.shape == (16,) and idx.min() >= 0 and idx.max() <= n - 1
+            if n >= 16:
+                steps = np.diff(idx)
+                assert np.all(steps == steps[0]) and steps[0] >= 1
+    np.testing.assert_array_equal(action.window_indices(48, 4, stride=3, start=1).numpy(), [1, 4, 7, 10])
+
+
+# --- the command end to end -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def report_dir(tiny_run, tmp_path_factory):
+    """The command on the tiny run with every metric but FVD (a tiny classifier budget)."""
+    out = tmp_path_factory.mktemp("evaluation")
+    code = evaluate.main([
+        f"--model={tiny_run.export_dir}", f"--data_dir={tiny_run.data_dir}",
+        "--metrics=action,diversity,recon,keypoints,classes", f"--out={out}", "--samples=2",
+        f"--frames={FRAMES}", "--seed=3", "--max_videos=3", f"--classifier_dir={out / 'clf'}",
+        f"--classifier_steps={CLASSIFIER_STEPS}", "--classifier_width=4",
+        "--keypoint_train_clips=4", "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_evaluate_writes_reports(report_dir, tiny_run):
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["num_clips"] == 3 and report["frames"] == FRAMES and report["samples"] == 2
+    assert report["checkpoints"]["stage1"] == tiny_run.cfg.stage1_steps
+    assert report["checkpoints"]["stage2"] == tiny_run.cfg.stage2_steps
+    assert report["metrics"] == ["action", "diversity", "recon", "keypoints", "classes"]
+    assert report["skipped"] == {}
+    sets = report["sets"]
+    assert {k: v["N"] for k, v in sets.items()} == {"real": 3, "static": 3, "oracle": 3, "model": 6}
+    for name in ("real", "static", "oracle", "model"):
+        acc = sets[name]["action"]
+        assert 0.0 <= acc["accuracy"] <= 1.0 and acc["N"] == sets[name]["N"]
+        assert acc["frames"] == FRAMES and acc["seed"] == 3 and acc["steps"]["stage2"] == 2
+    for name in ("static", "oracle", "model"):
+        recon = sets[name]["recon"]
+        assert set(recon) >= {"l1", "psnr", "ssim", "N", "N_frames", "frames", "seed", "steps"}
+        assert recon["N_frames"] == recon["N"] * FRAMES
+        assert 0 <= recon["l1"]["mean"] <= 1 and -1 <= recon["ssim"]["mean"] <= 1
+    div = sets["model"]["diversity"]
+    assert div["keypoints"]["mean"] >= 0 and div["N"] == 3 and div["samples_per_clip"] == 2
+    kp = report["keypoints"]
+    assert kp["model"]["error_px"] > 0 and kp["N"] == kp["test_frames"] > 0
+    classes = report["classes"]
+    assert np.asarray(classes["displacement"]["matrix"], dtype=float).shape == (6, 6)
+    assert len(classes["displacement"]["row_min_on_diagonal"]) == 6
+    assert report["classifier"]["steps"] == CLASSIFIER_STEPS
+    assert report["timing"]["total_s"] > 0
+    md = (report_dir / "report.md").read_text()
+    for text in ("| set | N | FVD | action acc.", "| static |", "| oracle |", "| model |",
+                 "Keypoint regression", "Class consistency", "stage 2 step 2"):
+        assert text in md
+    assert not [p for p in os.listdir(report_dir) if p.endswith(".tmp")]
+
+
+def test_evaluate_reuses_the_classifier_and_skips_what_does_not_apply(report_dir, tiny_run,
+                                                                       exported, capsys):
+    from kp_tf.evaluation import action
+
+    stored = action.load(str(report_dir / "clf"), FRAMES, 32)
+    assert stored is not None and stored.info["test_accuracy"]["consecutive_frames_1_to_T"]["N"] == 4
+    report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir,
+                               metrics="action,diversity", samples=1, frames=FRAMES,
+                               max_videos=2, classifier_dir=str(report_dir / "clf"))
+    assert "reusing" in capsys.readouterr().out
+    assert report["sets"]["model"]["action"]["N"] == 2
+    assert "diversity" in report["skipped"]
+    with pytest.raises(evaluate.EvaluationError, match="unknown metrics"):
+        evaluate.parse_metrics("fvd,psnr")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run):
+    return evaluate.Exported(tiny_run.export_dir)  # loading takes seconds: once per module
+
+
+class FakeI3D:
+    """A deterministic stand-in for I3D: 8 pixel samples of the preprocessed videos, zero-padded
+    to 400 features (a low-rank covariance keeps scipy's sqrtm fast)."""
+
+    handle = "fake"
+
+    def __call__(self, videos):
+        flat = np.asarray(videos, np.float32).reshape(len(videos), -1)
+        out = np.zeros([len(videos), 400], np.float32)
+        out[:, :8] = flat[:, :: flat.shape[1] // 8][:, :8]
+        return out
+
+
+def test_fvd_plumbing_with_a_stand_in_extractor(tiny_run, exported, tmp_path):
+    from kp_tf.evaluation import fvd
+
+    fake = FakeI3D()
+    report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
+                               samples=2, frames=FRAMES, max_videos=3, i3d=fake,
+                               fvd_cache_dir=str(tmp_path), verbose=False)
+    f = report["sets"]["static"]["fvd"]
+    assert f["N"] == 3 and f["N_real"] == 3 and f["frames"] == FRAMES
+    assert report["sets"]["model"]["fvd"]["N"] == 6
+    assert not f["real_statistics_from_cache"] and not f["statistics_from_cache"]
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # the real and the static statistics, cached
+    # the same number as fvd() on the same videos: real frames 1..T vs frame 0 repeated
+    clips = evaluate.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 3)
+    real = [c["frames"][1:] for c in clips]
+    static = [evaluate.static_video(c["frames"][0], FRAMES) for c in clips]
+    assert f["value"] == pytest.approx(float(fvd.fvd(real, static, i3d=fake)), rel=1e-6)
+    again = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
+                              samples=1, frames=FRAMES, max_videos=3, i3d=fake,
+                              fvd_cache_dir=str(tmp_path), verbose=False)
+    assert again["sets"]["static"]["fvd"]["real_statistics_from_cache"]
+    assert again["sets"]["static"]["fvd"]["statistics_from_cache"]
+    assert again["timing"]["fvd_i3d_videos"] == 3 + 3  # oracle and model only
+    assert again["sets"]["static"]["fvd"]["value"] == pytest.approx(f["value"], rel=1e-6)
+
+
+def test_fvd_with_i3d(tiny_run, exported, tmp_path_factory):
+    """The real I3D on 2 clips (the CPU runs it at about a video a second)."""
+    handle = os.environ.get("KP_TF_I3D")
+    if not handle:
+        weights = require_shared("weights/i3d_kinetics400_rgb_scratch.npz")
+        from kp_tf.evaluation.i3d import export_savedmodel
+
+        handle = export_savedmodel(weights, str(tmp_path_factory.mktemp("i3d") / "i3d"))
+    out = tmp_path_factory.mktemp("fvd_report")
+    report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
+                               out=str(out), samples=1, frames=FRAMES, max_videos=2, i3d=handle,
+                               fvd_cache_dir=str(out / "cache"), verbose=False)
+    for name in ("static", "oracle", "model"):
+        f = report["sets"][name]["fvd"]
+        assert np.isfinite(f["value"]) and f["value"] >= -1e-6
+        assert f["N"] == 2 and f["N_real"] == 2 and f["i3d"] == handle
+    assert "| static | 2 |" in (out / "report.md").read_text()
+
+
+def test_command_line_help():
+    out = subprocess.run([sys.executable, "-m", "kp_tf.evaluate", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--metrics" in out.stdout and "--max_videos" in out.stdout
+
+
+def test_generated_class_sequences_match_predict_video(tiny_run, exported):
+    """The class matrix's sequences use predict_video's z: for the clip's own action and the
+    seed of its sample 0 they are the keypoints of that video."""
+    clip = evaluate.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 1)[0]
+    k0 = exported.detect(clip["frames"][:1])
+    generated = exported.generate(k0, [clip["label"]], [7], FRAMES)
+    _, keypoints = exported.predict(clip["frames"][0], clip["label"], 7, FRAMES)
+    assert generated.shape == (1, FRAMES) + k0.shape[1:]
+    np.testing.assert_allclose(generated[0], keypoints, atol=1e-5)
