@@ -70,12 +70,16 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         ckpt = tf.train.Checkpoint(step=step, **trainer.checkpoint_objects())
     manager = tf.train.CheckpointManager(ckpt, os.path.join(logdir, "checkpoints"), max_to_keep=3)
+
+    def current_step() -> int:
+        return int(step.numpy())  # not int(step): a MirroredVariable has no __int__
+
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint, current_step())
         if verbose:
-            print(f"Resumed from {manager.latest_checkpoint} at step {int(step)}", flush=True)
-    start = int(step)
+            print(f"Resumed from {manager.latest_checkpoint} at step {current_step()}", flush=True)
+    start = current_step()
     if start >= steps:
         return start
 
@@ -101,21 +105,21 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
     last_time = time.perf_counter()
 
     def save(reason):
-        path = manager.save(checkpoint_number=int(step))
+        path = manager.save(checkpoint_number=current_step())
         logging.info("checkpoint %s (%s)", path, reason)
 
     try:
-        while int(step) < steps:
+        while current_step() < steps:
             losses = {k: float(v) for k, v in distributed_step(next(batches)).items()}
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
                 raise NonFiniteLossError(
                     f"non-finite loss ({', '.join(f'{k}={losses[k]}' for k in bad)}) at step "
-                    f"{int(step) + 1}; stopped without saving. The last good checkpoint is "
+                    f"{current_step() + 1}; stopped without saving. The last good checkpoint is "
                     f"{manager.latest_checkpoint or 'none (nothing saved yet)'}; lower the "
                     f"learning rate or check the data, then rerun to resume from it.")
             step.assign_add(1)
-            s = int(step)
+            s = current_step()
             now = time.perf_counter()
             step_seconds, last_time = now - last_time, now
             progress.update(s, values=[(k, v) for k, v in losses.items() if not k.startswith("_")])
@@ -135,4 +139,4 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
         raise
     finally:
         writer.flush()
-    return int(step)
+    return current_step()

@@ -1,0 +1,395 @@
+"""Stage-1 training: end to end, the paper presets, resume after SIGKILL, non-finite stop,
+MirroredStrategy equivalence and the learning-rate schedule.
+
+Everything runs on generated data with the `tiny` preset except the preset test, which builds
+the 128×128 networks and takes one step on a random batch.
+"""
+
+import glob
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, require_shared
+from kp_tf import config
+from kp_tf.training import loop
+
+VGG = "weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+LOSSES = ("g_loss", "perceptual", "g_adversarial", "d_loss")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small synthetic TFRecord set at 32×32 shared by the tests of this file."""
+    from kp_tf.data import datasets
+
+    out = tmp_path_factory.mktemp("synthetic32")
+    datasets.convert("synthetic", out=str(out), resolution=32, num_train=8, num_test=4,
+                     num_frames=40, log=None)
+    return str(out)
+
+
+def read_events(folder):
+    """{tag: [(step, value)]} for scalars, {tag: [(step, (width, height, png))]} for images."""
+    scalars, images = {}, {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "scalars":
+                    scalars.setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+                elif plugin == "images":
+                    width, height, png = tf.make_ndarray(value.tensor)[:3]
+                    images.setdefault(value.tag, []).append(
+                        (event.step, (int(width), int(height), png)))
+    return scalars, images
+
+
+def checkpoint_steps(folder):
+    return sorted(int(m.group(1)) for p in glob.glob(os.path.join(folder, "ckpt-*.index"))
+                  if (m := re.search(r"ckpt-(\d+)\.index$", p)))
+
+
+def latest_step(folder):
+    """The step of the newest complete checkpoint in `folder`, -1 when there is none."""
+    latest = tf.train.latest_checkpoint(str(folder))
+    return int(latest.rsplit("-", 1)[1]) if latest else -1
+
+
+def checkpoint_step_value(prefix):
+    return int(tf.train.load_checkpoint(prefix).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+# --- 1. one step end to end ---------------------------------------------------------------
+
+def test_one_step_end_to_end(data_dir, tmp_path):
+    from kp_tf.training import run
+
+    weights = require_shared(VGG)
+    cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
+                             stage1_steps=1, vgg_weights=str(weights))
+    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+
+    stage_dir = Path(run.paths(cfg)["keypoints"])
+    assert (stage_dir / "config.json").exists()
+    ckpts = stage_dir / "checkpoints"
+    assert checkpoint_steps(ckpts) == [1]
+    assert run.latest_checkpoint(str(stage_dir)).endswith("ckpt-1")
+    assert checkpoint_step_value(str(ckpts / "ckpt-1")) == 1
+
+    scalars, images = read_events(stage_dir / "train")
+    for tag in (*LOSSES, "learning_rate", "step_seconds", "keypoint_spread",
+                "keypoints_on_background", "d_real", "d_fake"):
+        assert [s for s, _ in scalars[tag]] == [1], tag
+        assert math.isfinite(scalars[tag][0][1]), (tag, scalars[tag])
+    values = {k: v[0][1] for k, v in scalars.items()}
+    assert values["learning_rate"] == pytest.approx(1e-4 * 0.95 ** (1 / 20000), rel=1e-6)
+    assert values["g_loss"] == pytest.approx(values["perceptual"] + values["g_adversarial"],
+                                             rel=1e-5)
+    # The losses of an untrained GAN: BCE ≈ log 2 per term; the perceptual loss of real
+    # VGG features of random reconstructions is positive and not tiny.
+    assert 0.3 < values["g_adversarial"] < 1.5 and 0.7 < values["d_loss"] < 2.5
+    assert values["perceptual"] > 1.0
+    assert 0 < values["d_real"] < 1 and 0 < values["d_fake"] < 1
+    assert 0 <= values["keypoints_on_background"] <= 1
+
+    assert len(images) == 1
+    [(step, (width, height, png))] = next(iter(images.values()))
+    assert step == 1
+    decoded = tf.io.decode_png(png).numpy()
+    # 7 rows (reference, target, output, generated, mask, two keypoint overlays) of
+    # batch_size=2 images of 32×32 with 2-pixel gutters.
+    assert decoded.shape == (height, width, 3) == (7 * 34 + 2, 2 * 34 + 2, 3)
+
+
+# --- 2. the paper's 128×128 presets -------------------------------------------------------
+
+@pytest.mark.parametrize("preset, keypoints", [("mgif", 60), ("nemo", 15), ("penn", 40)])
+def test_paper_preset_builds_and_trains_one_step(preset, keypoints):
+    from kp_tf.training.stage1 import Stage1Trainer
+
+    cfg = config.load_preset(preset, batch_size=2, vgg_weights="none")
+    assert (cfg.image_size, cfg.num_keypoints) == (128, keypoints)
+    trainer = Stage1Trainer(cfg)
+    rng = np.random.default_rng(0)
+    batch = {k: tf.constant(rng.uniform(-1, 1, (2, 128, 128, 3)), tf.float32)
+             for k in ("reference", "target")}
+    before = [v.numpy() for v in trainer.nets.detector.trainable_variables[:1]]
+    losses = {k: float(v) for k, v in tf.function(trainer.train_step)(batch).items()}
+    for k in LOSSES:
+        assert math.isfinite(losses[k]), (preset, losses)
+    assert int(trainer.g_optimizer.iterations) == int(trainer.d_optimizer.iterations) == 1
+    assert not np.array_equal(before[0], trainer.nets.detector.trainable_variables[0].numpy())
+    out = trainer.nets.translate(batch["reference"], batch["target"])
+    assert out["target_keypoints"].shape == (2, keypoints, 2)
+    assert out["output"].shape == (2, 128, 128, 3)
+
+
+# --- 3. resume after SIGKILL --------------------------------------------------------------
+
+def _train_command(data_dir, logdir, steps, every):
+    return [sys.executable, "-m", "kp_tf.train", "--dataset=tiny", "--stage=keypoints",
+            f"--data_dir={data_dir}", f"--logdir={logdir}", f"--stage1_steps={steps}",
+            f"--checkpoint_every={every}", "--summary_every=100000",
+            "--image_summary_every=100000", "--vgg_weights=none", "--strategy=default"]
+
+
+def test_resume_after_sigkill(data_dir, tmp_path):
+    steps, every, kill_after = 40, 5, 10
+    logdir = tmp_path / "run"
+    ckpts = logdir / "keypoints" / "checkpoints"
+    command = _train_command(data_dir, logdir, steps, every)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        try:
+            # The manager's state file, not the .index files: it names a checkpoint only once
+            # it is complete, so it is what a resumed run restores from.
+            while latest_step(ckpts) <= kill_after:
+                assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint beyond step 10 in 300 s"
+                time.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.kill()
+            first.wait()
+    assert first.returncode == -signal.SIGKILL
+    last = latest_step(ckpts)
+    assert kill_after < last < steps and last % every == 0, last
+    assert last in checkpoint_steps(ckpts)
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resumed = re.findall(r"Resumed from (\S+) at step (\d+)", second.stdout)
+    assert resumed == [(str(ckpts / f"ckpt-{last}"), str(last))], second.stdout[-2000:]
+    final = tf.train.latest_checkpoint(str(ckpts))
+    assert final.endswith(f"ckpt-{steps}")
+    assert checkpoint_step_value(final) == steps
+    # max_to_keep=3: the newest three periodic/final checkpoints remain.
+    assert checkpoint_steps(ckpts) == [steps - 2 * every, steps - every, steps]
+
+
+# --- 4. non-finite loss -------------------------------------------------------------------
+
+def test_non_finite_loss_stops_without_saving(tmp_path):
+    from kp_tf.training.stage1 import Stage1Trainer
+
+    cfg = config.load_preset("tiny", vgg_weights="none")
+    rng = np.random.default_rng(0)
+    good = {k: tf.constant(rng.uniform(-1, 1, (2, 32, 32, 3)), tf.float32)
+            for k in ("reference", "target")}
+    poisoned = {**good, "target": good["target"] * np.nan}  # a corrupt batch at step 2
+    trainer = Stage1Trainer(cfg)
+    logdir = str(tmp_path / "run")
+    ckpts = os.path.join(logdir, "checkpoints")
+
+    def make_dataset(start):
+        return tf.data.Dataset.from_tensors(good).concatenate(
+            tf.data.Dataset.from_tensors(poisoned)).repeat()
+
+    with pytest.raises(loop.NonFiniteLossError) as error:
+        loop.fit(trainer, make_dataset, steps=5, logdir=logdir,
+                 strategy=tf.distribute.get_strategy(), checkpoint_every=1, summary_every=1,
+                 image_summary_every=100, verbose=False)
+    message = str(error.value)
+    good_ckpt = os.path.join(ckpts, "ckpt-1")
+    assert "g_loss=nan" in message and "d_loss=nan" in message and "perceptual=nan" in message
+    assert "at step 2" in message
+    assert good_ckpt in message
+    assert checkpoint_steps(ckpts) == [1]
+    assert tf.train.latest_checkpoint(ckpts) == good_ckpt
+    # The good checkpoint holds finite weights (the NaN update never reached the disk).
+    reader = tf.train.load_checkpoint(good_ckpt)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.isfinite(value).all(), name
+    # Only step 1's summaries were written.
+    scalars, _ = read_events(os.path.join(logdir, "train"))
+    assert [s for s, _ in scalars["g_loss"]] == [1] and math.isfinite(scalars["g_loss"][0][1])
+
+
+def test_non_finite_error_without_any_checkpoint(tmp_path):
+    """A NaN at the very first step says that nothing was saved."""
+
+    class Exploding:
+        def __init__(self):
+            self.w = tf.Variable(1.0)
+
+        def checkpoint_objects(self):
+            return {"w": self.w}
+
+        def learning_rate(self, step):
+            return 1e-4
+
+        def train_step(self, batch):
+            return {"loss": batch / 0.0 * 0.0}
+
+    logdir = str(tmp_path / "run")
+    with pytest.raises(loop.NonFiniteLossError,
+                       match=r"loss=nan\) at step 1.*none \(nothing saved"):
+        loop.fit(Exploding(), lambda start: tf.data.Dataset.from_tensors(1.0).repeat(), steps=3,
+                 logdir=logdir, strategy=tf.distribute.get_strategy(), checkpoint_every=1,
+                 summary_every=1, image_summary_every=1, verbose=False)
+    assert checkpoint_steps(os.path.join(logdir, "checkpoints")) == []
+
+
+# --- 5. MirroredStrategy over two CPUs == one device --------------------------------------
+
+_MIRRORED = textwrap.dedent(r"""
+    import os, sys
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    # float64: the comparison is of the arithmetic of the distributed step, not of float32
+    # rounding (in float32 even permuting the batch on one device moves the detector's
+    # gradients by a few percent: they are small differences of large terms).
+    keras.config.set_floatx("float64")
+    from kp_tf import config
+    from kp_tf.training import loop
+    from kp_tf.training.stage1 import Stage1Trainer
+
+    logdir = sys.argv[1]
+    cfg = config.load_preset("tiny", vgg_weights="none", batch_size=4)
+    rng = np.random.default_rng(0)
+    batch = {k: rng.uniform(-1, 1, (4, 32, 32, 3)) for k in ("reference", "target")}
+
+    def models(trainer):
+        n = trainer.nets
+        return [n.detector, n.image_encoder, n.translator, n.discriminator,
+                trainer.perceptual.features]
+
+    def train(strategy, name, init):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            trainer = Stage1Trainer(cfg)
+        if init:  # the second build starts from the first one's initial weights
+            for model, weights in zip(models(trainer), init):
+                model.set_weights(weights)
+        else:
+            init.extend(m.get_weights() for m in models(trainer))
+        loop.fit(trainer, lambda start: tf.data.Dataset.from_tensors(batch).repeat(), steps=1,
+                 logdir=os.path.join(logdir, name), strategy=strategy, checkpoint_every=1,
+                 summary_every=1, image_summary_every=100, verbose=False)
+        return trainer
+
+    single = tf.distribute.get_strategy()
+    init = []
+    one = train(single, "one", init)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    two = train(mirrored, "two", init)
+
+    out = {}
+    for tag, trainer in (("one", one), ("two", two)):
+        for i, model in enumerate(models(trainer)):
+            for j, v in enumerate(model.weights):  # trainable and BN moving statistics
+                out[f"{tag}/model{i}/{j}/{v.path}"] = v.numpy()
+        for name in ("g_optimizer", "d_optimizer"):
+            for j, v in enumerate(getattr(trainer, name).variables):
+                # (by position: the optimizers' names differ between the two builds)
+                out[f"{tag}/{name}/{j}/{v.path.split('/')[-1]}"] = v.numpy()
+    for i, weights in enumerate(init):
+        for j, w in enumerate(weights):
+            out[f"init/{i}/{j}"] = w
+    np.savez(os.path.join(logdir, "weights.npz"), **out)
+    print("OK")
+""")
+
+
+def test_mirrored_two_cpus_matches_one_device(tmp_path):
+    """One loop.fit step of the tiny Stage1Trainer under MirroredStrategy over two logical
+    CPUs equals the same step on one device: losses, weights, BN statistics, Adam moments.
+
+    Run in float64 (same code, `keras.config.set_floatx`): the two agree to ~1e-11 there.
+    In float32 the losses agree to ~1e-6 but the detector's gradients differ by a few percent,
+    no more than permuting the batch on one device changes them: float32 rounding in small
+    differences of large terms, not the distribution.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "OK" in result.stdout, (
+        result.stdout[-3000:] + result.stderr[-5000:])
+    _compare_mirrored(tmp_path)
+
+
+def _compare_mirrored(tmp_path):
+    # The losses of the step, from each run's TensorBoard scalars.
+    losses = {}
+    for name in ("one", "two"):
+        scalars, _ = read_events(tmp_path / name / "train")
+        losses[name] = {k: v[0][1] for k, v in scalars.items() if k != "step_seconds"}
+    assert losses["one"].keys() == losses["two"].keys() and set(LOSSES) <= losses["one"].keys()
+    for k in losses["one"]:
+        assert losses["two"][k] == pytest.approx(losses["one"][k], rel=1e-9, abs=1e-12), k
+
+    data = np.load(tmp_path / "weights.npz")
+    one = {k[len("one/"):]: data[k] for k in data.files if k.startswith("one/")}
+    two = {k[len("two/"):]: data[k] for k in data.files if k.startswith("two/")}
+    assert one.keys() == two.keys() and len(one) > 100
+    lr = 1e-4
+    # Scale of the Adam moments: the largest |m| (|v|) of each optimizer. Biases in front of a
+    # BatchNorm have a zero gradient, so theirs are rounding noise and compared to this scale.
+    scales = {}
+    for key, a in one.items():
+        if not key.startswith("model") and not key.endswith("iteration"):
+            kind = (key.split("/")[0], key.rsplit("_", 1)[-1])
+            scales[kind] = max(scales.get(kind, 0.0), float(np.max(np.abs(a))))
+    assert len(scales) == 4 and min(scales.values()) > 0, scales
+    moved = 0
+    for key, a in one.items():
+        b = two[key]
+        assert a.shape == b.shape, key
+        if key.startswith("model"):
+            parts = key.split("/")
+            i, j = int(parts[0][len("model"):]), int(parts[1])
+            start = data[f"init/{i}/{j}"]
+            moved += int(not np.array_equal(a, start))
+            # Updated weights agree to 1e-4 of an Adam step (lr) and 1e-9 relative.
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-4 * lr, err_msg=key)
+        elif key.endswith("iteration"):
+            assert int(a) == int(b) == 1, key
+        else:
+            # Adam moments: m = (1 − β1)·g and v = (1 − β2)·g², g the global-batch gradient.
+            # (Adam's first step is ±lr whatever the gradient's scale, so it is these that
+            # catch a wrong per-replica loss scaling, not the weights.)
+            scale = scales[(key.split("/")[0], key.rsplit("_", 1)[-1])]
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9 * scale, err_msg=key)
+    assert moved > 50
+
+
+# --- 6. learning-rate schedule ------------------------------------------------------------
+
+def test_learning_rate_schedule_penn():
+    cfg = config.load_preset("penn")
+    assert (cfg.learning_rate, cfg.lr_decay, cfg.lr_decay_steps) == (1e-4, 0.95, 20000)
+    schedule = loop.exponential_decay(cfg)
+    optimizer = loop.adam(cfg)
+    for step, expected in ((0, 1e-4), (10000, 1e-4 * 0.95 ** 0.5), (20000, 0.95e-4),
+                           (30000, 1e-4 * 0.95 ** 1.5), (200000, 1e-4 * 0.95 ** 10)):
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+        optimizer.iterations.assign(step)
+        assert float(optimizer.learning_rate) == pytest.approx(expected, rel=1e-6), step
+    # Smooth, not a staircase: strictly decreasing between the decay boundaries.
+    values = [float(schedule(s)) for s in (0, 1, 5000, 19999, 20000, 20001)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert (optimizer.beta_1, optimizer.beta_2) == (0.5, 0.999)
