@@ -8,7 +8,7 @@ from absl import app, flags
 from kp_tf import config
 
 config.define_flags()
-flags.DEFINE_enum("stage", "all", ["all", "data", "keypoints", "pseudo_labels", "motion", "export"],
+flags.DEFINE_enum("stage", "all", ["all", "data", "keypoints", "pseudo_labels", "motion", "export", "samples"],
                   "Which step to run; 'all' runs them in order, skipping finished ones.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker"],
                   "tf.distribute strategy; 'auto' picks from the devices and TF_CONFIG.")

@@ -17,7 +17,7 @@ from absl import logging
 
 from kp_tf.training import loop
 
-STAGES = ("data", "keypoints", "pseudo_labels", "motion", "export")
+STAGES = ("data", "keypoints", "pseudo_labels", "motion", "export", "samples")
 
 
 def paths(cfg) -> dict:
@@ -127,6 +127,40 @@ def export(cfg) -> str:
     return out
 
 
+def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
+    """GIFs of the exported model: for each action, videos from the first test clip's first
+    frame, each beside its keypoints (`samples/<action>_<i>.gif`)."""
+    import numpy as np
+
+    from kp_tf import viz
+    from kp_tf.data import tfrecords
+    from kp_tf.predict import Predictor
+
+    from kp_tf.export import EXPORT_INFO
+
+    out = paths(cfg)["samples"]
+    with open(os.path.join(paths(cfg)["export"], EXPORT_INFO)) as f:
+        made_from = f.read()
+    stamp = os.path.join(out, EXPORT_INFO)
+    if os.path.exists(stamp) and open(stamp).read() == made_from:
+        return out  # already made from this export
+    os.makedirs(out, exist_ok=True)
+    predictor = Predictor(paths(cfg)["export"])
+    shards = tfrecords.shard_paths(cfg.resolved_data_dir, "test")
+    clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shards))))
+    first = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
+    first = tf.image.resize(first, [cfg.image_size] * 2, antialias=True).numpy() / 127.5 - 1.0
+    for index, action in enumerate(predictor.actions or ["unconditional"]):
+        for i in range(per_action):
+            video, keypoints, _ = predictor.predict(first.astype(np.float32), index, i, frames)
+            viz.write_gif(os.path.join(out, f"{action}_{i}.gif"),
+                          viz.side_by_side(video, viz.draw_keypoints(video, keypoints)), fps=8)
+    with open(stamp, "w") as f:
+        f.write(made_from)
+    print(f"Sample videos in {out}", flush=True)
+    return out
+
+
 def run(cfg, stage: str = "all", strategy=None):
     """Runs one stage or, with stage='all', every stage in order."""
     if stage != "all" and stage not in STAGES:
@@ -145,3 +179,5 @@ def run(cfg, stage: str = "all", strategy=None):
             train_motion(cfg, strategy)
         elif name == "export":
             export(cfg)
+        elif name == "samples":
+            samples(cfg)
