@@ -223,3 +223,18 @@ def test_real_dataset_without_tfrecords_explains(tmp_path, stage):
 def test_unknown_stage():
     with pytest.raises(ValueError, match="unknown stage 'bogus'"):
         run.run(config.load_preset("tiny"), "bogus")
+
+
+def test_samples_stage_writes_a_gif_per_action(tiny_run):  # noqa: F811
+    from PIL import Image
+
+    names = sorted(f for f in os.listdir(tiny_run.path("samples")) if f.endswith(".gif"))
+    with open(tiny_run.path("export", "assets.extra", "actions.txt")) as f:
+        actions = f.read().split()
+    assert names == sorted(f"{a}_{i}.gif" for a in actions for i in range(2))
+    with Image.open(tiny_run.path("samples", names[0])) as gif:
+        size = tiny_run.cfg.image_size
+        assert gif.size == (2 * size, size)  # video | keypoints
+        assert gif.n_frames > 1
+    stamp = open(tiny_run.path("samples", export.EXPORT_INFO)).read()
+    assert stamp == open(tiny_run.path("export", export.EXPORT_INFO)).read()
