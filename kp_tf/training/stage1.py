@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from kp_tf import losses
 from kp_tf.models.stage1 import Stage1Networks
-from kp_tf.training import loop
+from kp_tf.training.gan import AdversarialTrainer
 
 
 def keypoint_spread(keypoints):
@@ -34,21 +34,17 @@ def background_fraction(keypoints, mask):
     return tf.reduce_mean(tf.cast(values > 0.5, tf.float32))
 
 
-class Stage1Trainer:
+class Stage1Trainer(AdversarialTrainer):
     """Owns the stage-1 networks, the VGG19 perceptual loss and the two optimizers.
 
     Create it under the strategy's scope.
     """
 
     def __init__(self, cfg):
-        self.cfg = cfg
         self.nets = Stage1Networks(cfg)
+        self.discriminator = self.nets.discriminator
         self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=cfg.vgg_weights)
-        self.g_optimizer = loop.adam(cfg)
-        self.d_optimizer = loop.adam(cfg)
-        self.g_optimizer.build(self.nets.generator_variables)
-        self.d_optimizer.build(self.nets.discriminator.trainable_variables)
-        self._schedule = loop.exponential_decay(cfg)
+        self._init_optimizers(cfg, self.nets.generator_variables)
 
     def checkpoint_objects(self):
         n = self.nets
@@ -56,40 +52,16 @@ class Stage1Trainer:
                 "translator": n.translator, "discriminator": n.discriminator,
                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
 
-    def learning_rate(self, step):
-        return self._schedule(step)
-
-    @staticmethod
-    def _replicas():
-        return tf.distribute.get_strategy().num_replicas_in_sync
-
     def train_generator(self, reference, target):
-        variables = self.nets.generator_variables
         with tf.GradientTape() as tape:
             out = self.nets.translate(reference, target, training=True)
             perceptual = self.perceptual(out["output"], target)
             adversarial = losses.generator_adversarial_loss(
-                self.nets.discriminator(out["output"], training=True))
+                self.discriminator(out["output"], training=True))
             total = (self.cfg.lambda_perceptual * perceptual
                      + self.cfg.lambda_image_adv * adversarial)
-            scaled = total / self._replicas()
-        grads = tape.gradient(scaled, variables)
-        self.g_optimizer.apply_gradients(zip(grads, variables))
+        self._apply(tape, total, self.nets.generator_variables, self.g_optimizer)
         return out, {"g_loss": total, "perceptual": perceptual, "g_adversarial": adversarial}
-
-    def train_discriminator(self, real, fake):
-        variables = self.nets.discriminator.trainable_variables
-        fake = tf.stop_gradient(fake)
-        with tf.GradientTape() as tape:
-            real_logits = self.nets.discriminator(real, training=True)
-            fake_logits = self.nets.discriminator(fake, training=True)
-            loss = losses.discriminator_loss(real_logits, fake_logits)
-            scaled = loss / self._replicas()
-        grads = tape.gradient(scaled, variables)
-        self.d_optimizer.apply_gradients(zip(grads, variables))
-        return {"d_loss": loss,
-                "_d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
-                "_d_fake": tf.reduce_mean(tf.sigmoid(fake_logits))}
 
     def train_step(self, batch):
         out, g_losses = self.train_generator(batch["reference"], batch["target"])

@@ -10,60 +10,31 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kp_tf import losses
 from kp_tf.models.motion import build_motion_models, motion_generator_losses
-from kp_tf.training import loop
+from kp_tf.training.gan import AdversarialTrainer
 
 
-class Stage2Trainer:
+class Stage2Trainer(AdversarialTrainer):
     """Owns the motion generator, the sequence discriminator and their optimizers."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
         self.generator, self.discriminator = build_motion_models(cfg)
-        self.g_optimizer = loop.adam(cfg)
-        self.d_optimizer = loop.adam(cfg)
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self._schedule = loop.exponential_decay(cfg)
+        self._init_optimizers(cfg, self.generator.trainable_variables)
 
     def checkpoint_objects(self):
         return {"motion_generator": self.generator, "sequence_discriminator": self.discriminator,
                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
 
-    def learning_rate(self, step):
-        return self._schedule(step)
-
-    @staticmethod
-    def _replicas():
-        return tf.distribute.get_strategy().num_replicas_in_sync
-
     def train_generator(self, batch):
-        variables = self.generator.trainable_variables
         with tf.GradientTape() as tape:
             reconstruction, mu, log_var = self.generator(
                 (batch["sequence"], batch["first"], batch["action"]), training=True)
             fake_logits = self.discriminator(reconstruction, training=True)
             terms = motion_generator_losses(self.cfg, reconstruction, batch["sequence"], mu,
                                             log_var, fake_logits)
-            scaled = terms["total"] / self._replicas()
-        grads = tape.gradient(scaled, variables)
-        self.g_optimizer.apply_gradients(zip(grads, variables))
+        self._apply(tape, terms["total"], self.generator.trainable_variables, self.g_optimizer)
         return reconstruction, {"g_loss": terms["total"], "kl": terms["kl"], "l1": terms["l1"],
                                 "g_adversarial": terms["adversarial"]}
-
-    def train_discriminator(self, real, fake):
-        variables = self.discriminator.trainable_variables
-        fake = tf.stop_gradient(fake)
-        with tf.GradientTape() as tape:
-            real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
-            loss = losses.discriminator_loss(real_logits, fake_logits)
-            scaled = loss / self._replicas()
-        grads = tape.gradient(scaled, variables)
-        self.d_optimizer.apply_gradients(zip(grads, variables))
-        return {"d_loss": loss, "_d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
-                "_d_fake": tf.reduce_mean(tf.sigmoid(fake_logits))}
 
     def train_step(self, batch):
         reconstruction, g_losses = self.train_generator(batch)
