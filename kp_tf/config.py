@@ -32,6 +32,9 @@ class Config:
     pair_gap_min: int = _f(8, "Stage-1 pairs: smallest frame gap (original code: 8).")
     pair_gap_max: int = _f(11, "Stage-1 pairs: largest frame gap (original code: 11).")
     augment: bool = _f(True, "Stage-1 image and stage-2 keypoint augmentation.")
+    target_shift: float = _f(0.0, "Stage-1 pairs: the target alone is also shifted by up to this much (normalized units, 2 = the width); 0 as the paper. Jakab et al.'s synthetic warps: the reference cannot simply be copied.")
+    target_rotation: float = _f(0.0, "Stage-1 pairs: the target alone is also rotated by up to this many degrees (0 as the paper).")
+    target_scale: float = _f(0.0, "Stage-1 pairs: the target alone is also scaled by 1 ± up to this (0 as the paper).")
     # --- stage 1 networks
     num_keypoints: int = _f(40, "K, the number of learned keypoints.")
     encoder_filters: int = _f(32, "Base width of the shared conv encoder (doubles at each stride).")

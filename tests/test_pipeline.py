@@ -149,6 +149,39 @@ def test_stage1_same_augmentation_for_both_frames(cfg):
             assert np.abs(image - original).mean() > 1e-3  # augmentation did change it
 
 
+def test_target_jitter_moves_the_target_alone_with_its_joints():
+    """jitter_target leaves the reference as it is and moves the target's content and joints
+    by the same similarity; the nearest-pixel border keeps a plain background plain."""
+    size = 48
+    grid = np.linspace(-1, 1, size, dtype=np.float32)
+    xx, yy = np.meshgrid(grid, grid)
+    p = np.array([[0.2, -0.1]], np.float32)
+    blob = np.exp(-((xx - p[0, 0]) ** 2 + (yy - p[0, 1]) ** 2) / (2 * 0.05 ** 2))
+    image = np.repeat((50.0 + 200.0 * blob)[None, ..., None], 3, -1).astype(np.float32)
+    pair = np.concatenate([image, image])
+    shifts = []
+    for s in range(6):
+        frames, joints = augment.jitter_target(pair, tf.constant([s, 3], tf.int64),
+                                               np.stack([p, p]), max_shift=0.2,
+                                               max_rotation=10.0, max_scale=0.1)
+        frames, joints = frames.numpy(), joints.numpy()
+        np.testing.assert_array_equal(frames[0], image[0])
+        np.testing.assert_array_equal(joints[0], p)
+        target = frames[1, ..., 0] - 50.0
+        centroid = np.array([(target * xx).sum(), (target * yy).sum()]) / target.sum()
+        np.testing.assert_allclose(centroid, joints[1, 0], atol=0.02)
+        assert np.abs(frames[1] - 50.0).max() > 0  # the blob is there ...
+        np.testing.assert_allclose(frames[1][[0, -1]], 50.0, atol=0.5)  # ... border plain
+        shifts.append(np.abs(joints[1, 0] - p[0]).max())
+    assert max(shifts) > 0.05 and max(shifts) <= 0.2 * 1.2 + 0.05
+
+
+def test_stage1_target_jitter_in_the_pipeline(cfg):
+    ds = pipeline.stage1_pairs(cfg.replace(target_shift=0.2), "still", batch_size=4)
+    for batch in _batches(ds, 2):
+        assert np.abs(batch["reference"] - batch["target"]).mean(axis=(1, 2, 3)).min() > 1e-3
+
+
 def test_stage1_deterministic_for_a_seed(cfg):
     def first_batches(seed, ds=None):
         ds = ds or pipeline.stage1_pairs(cfg, seed=seed)

@@ -58,14 +58,17 @@ def transform_points(points, matrix, offset=None):
     return out if offset is None else out + offset
 
 
-def warp_images(images, matrix, offset):
-    """Resamples images so that content at u moves to matrix @ u + offset (bilinear, zero fill).
+def warp_images(images, matrix, offset, fill_mode="CONSTANT"):
+    """Resamples images so that content at u moves to matrix @ u + offset (bilinear).
 
-    The original rotates with PIL nearest-neighbour; bilinear avoids its jagged edges. Outside the source image the fill is black, as in the original.
+    The original rotates with PIL nearest-neighbour; bilinear avoids its jagged edges. Outside
+    the source image the fill is black, as in the original, or the nearest border pixel with
+    `fill_mode="NEAREST"`.
 
     Args:
       images: float32 [N, S, S, C] (square, same size in and out).
       matrix: float32 [2, 2]; offset: float32 [2]; both in normalized coordinates.
+      fill_mode: "CONSTANT" (black) or "NEAREST".
     Returns: float32 [N, S, S, C].
     """
     size = tf.shape(images)[1]
@@ -84,7 +87,7 @@ def warp_images(images, matrix, offset):
         output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation="BILINEAR",
-        fill_mode="CONSTANT",
+        fill_mode=fill_mode,
     )
 
 
@@ -226,6 +229,35 @@ def augment_frames(frames, seed, points=None):
     frames = apply_filter(frames, p["filter_index"], p["filter_factor"])
     if points is not None:
         points = transform_points(points, p["matrix"], p["offset"])
+    return frames, points
+
+
+def jitter_target(frames, seed, points=None, *, max_shift=0.0, max_rotation=0.0, max_scale=0.0):
+    """Moves the second frame of a pair (the target) alone by a random similarity transform.
+
+    Not in the paper: Jakab et al. (2018) train the same kind of keypoint bottleneck on
+    synthetic warps of one image. With a static camera most of a target frame equals the
+    reference, and a translator that copies the reference (mask 1) is an optimum that the
+    keypoints cannot leave in a short run; a target moved as a whole can only be rendered by
+    following its keypoints. The border is filled with the nearest pixel, so a plain
+    background stays plain.
+
+    Args:
+      frames: float32 [2, S, S, 3] (reference, target); seed: int [2].
+      points: optional float32 [2, J, 2] joints; the target's move with it.
+      max_shift: translation bound per axis, normalized units; max_rotation: degrees;
+        max_scale: the scale is 1 + U[-max_scale, max_scale].
+    Returns: (frames, points or None).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    angle = tf.random.stateless_uniform([], seeds[0], -max_rotation, max_rotation + 1e-9)
+    scale = 1.0 + tf.random.stateless_uniform([], seeds[1], -max_scale, max_scale + 1e-9)
+    shift = tf.random.stateless_uniform([2], seeds[2], -max_shift, max_shift + 1e-9)
+    matrix = geometry_matrix(angle, scale, tf.constant(False))
+    target = warp_images(frames[1:], matrix, shift, fill_mode="NEAREST")
+    frames = tf.concat([frames[:1], target], axis=0)
+    if points is not None:
+        points = tf.concat([points[:1], transform_points(points[1:], matrix, shift)], axis=0)
     return frames, points
 
 

@@ -147,7 +147,8 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
 
     Training: clips in random order (shards shuffled per epoch, records shuffled), a pair per
     clip visit as `pair_indices`, and, when cfg.augment, `augment.augment_frames` with the same
-    random parameters for both frames. Test (training=False): frames 0 and min(10, T − 1) of
+    random parameters for both frames, then `augment.jitter_target` when cfg.target_shift,
+    target_rotation or target_scale is set. Test (training=False): frames 0 and min(10, T − 1) of
     every clip in file order, no augmentation, the last partial batch kept.
 
     Args:
@@ -172,6 +173,7 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
     size = cfg.image_size
     repeat = training if repeat is None else repeat
     do_augment = training and cfg.augment
+    do_jitter = training and max(cfg.target_shift, cfg.target_rotation, cfg.target_scale) > 0
     paths = tfrecords.shard_paths(data_dir or cfg.resolved_data_dir, split)
 
     def select(serialized, element_seed):
@@ -193,6 +195,11 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
         joints = element.get("joints")
         if do_augment:
             frames, joints = augment.augment_frames(frames, element["seed"], joints)
+        if do_jitter:
+            frames, joints = augment.jitter_target(
+                frames, tf.random.experimental.stateless_fold_in(element["seed"], 1), joints,
+                max_shift=cfg.target_shift, max_rotation=cfg.target_rotation,
+                max_scale=cfg.target_scale)
         frames = _to_unit_range(frames)
         out = {"reference": frames[0], "target": frames[1], "label": element["label"]}
         if with_joints:
