@@ -120,11 +120,9 @@ class VideoPredictor(tf.Module):
 def restore_models(cfg, stage1_checkpoint: str, stage2_checkpoint: str):
     """Inference networks restored from the two stages' checkpoints."""
     from kp_tf.models.motion import build_motion_models
-    from kp_tf.models.stage1 import Stage1Networks
+    from kp_tf.training.run import restore_stage1
 
-    nets = Stage1Networks(cfg)
-    tf.train.Checkpoint(detector=nets.detector, image_encoder=nets.image_encoder,
-                        translator=nets.translator).restore(stage1_checkpoint).expect_partial()
+    nets = restore_stage1(cfg, stage1_checkpoint)
     generator, _ = build_motion_models(cfg)
     tf.train.Checkpoint(motion_generator=generator).restore(stage2_checkpoint).expect_partial()
     return nets.detector, nets.image_encoder, nets.translator, generator

@@ -276,3 +276,35 @@ def test_generated_class_sequences_match_predict_video(tiny_run, exported):
     _, keypoints = exported.predict(clip["frames"][0], clip["label"], 7, FRAMES)
     assert generated.shape == (1, FRAMES) + k0.shape[1:]
     np.testing.assert_allclose(generated[0], keypoints, atol=1e-5)
+
+
+def test_stage1_reconstruction_against_copying(tiny_run, tmp_path):
+    """The held-out reconstruction report: both sets scored on the same frames, the copy
+    baseline equal to a direct computation, the JSON and the TensorBoard grid written."""
+    import glob
+    import shutil
+
+    from kp_tf.evaluation import reconstruction
+
+    logdir = str(tmp_path / "run")  # the shared run is read-only: work on a copy
+    shutil.copytree(tiny_run.logdir, logdir)
+    clips = list(reconstruction.held_out_pairs(tiny_run.data_dir, "test",
+                                               tiny_run.cfg.image_size, stride=4))
+    assert len(clips) == 4 and clips[0][2].shape[1:] == (32, 32, 3)
+    # Copying: L1 of [0, 1] pixels = half the L1 of [-1, 1] values, per target frame.
+    copy_l1 = np.mean([np.abs(reference - target).mean() / 2.0
+                       for _, reference, targets in clips for target in targets])
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    proc = subprocess.run([sys.executable, "-m", "kp_tf.evaluation.reconstruction",
+                           f"--logdir={logdir}", f"--data_dir={tiny_run.data_dir}"],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.load(open(os.path.join(logdir, "keypoints", "reconstruction_test.json")))
+    n = sum(len(targets) for _, _, targets in clips)
+    for name in ("translator", "copy_reference"):
+        assert {k: v["count"] for k, v in report[name].items()} == {
+            "l1": n, "psnr": n, "ssim": n, "perceptual": n}
+        assert np.isfinite(report[name]["l1"]["mean"])
+    assert report["copy_reference"]["l1"]["mean"] == pytest.approx(copy_l1, rel=1e-4)
+    assert report["step"] == tiny_run.cfg.stage1_steps and report["clips"] == 4
+    assert glob.glob(os.path.join(logdir, "keypoints", "test", "events*"))

@@ -76,6 +76,17 @@ def train_keypoints(cfg, strategy) -> str:
     return latest_checkpoint(out)
 
 
+def restore_stage1(cfg, checkpoint: str):
+    """Stage1Networks with the detector, image encoder and translator of a stage-1 checkpoint
+    (the discriminator stays untrained: inference does not use it)."""
+    from kp_tf.models.stage1 import Stage1Networks
+
+    nets = Stage1Networks(cfg)
+    tf.train.Checkpoint(detector=nets.detector, image_encoder=nets.image_encoder,
+                        translator=nets.translator).restore(checkpoint).expect_partial()
+    return nets
+
+
 def restore_detector(cfg, checkpoint: str):
     from kp_tf.models.stage1 import build_detector
 
