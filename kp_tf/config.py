@@ -35,6 +35,7 @@ class Config:
     target_shift: float = _f(0.0, "Stage-1 pairs: the target alone is also shifted by up to this much (normalized units, 2 = the width); 0 as the paper. Jakab et al.'s synthetic warps: the reference cannot simply be copied.")
     target_rotation: float = _f(0.0, "Stage-1 pairs: the target alone is also rotated by up to this many degrees (0 as the paper).")
     target_scale: float = _f(0.0, "Stage-1 pairs: the target alone is also scaled by 1 ± up to this (0 as the paper).")
+    plain_pair_steps: int = _f(0, "The last this many stage-1 steps train on pairs without the target jitter, so that the translator learns to copy what does not move (the jitter teaches it never to).")
     # --- stage 1 networks
     num_keypoints: int = _f(40, "K, the number of learned keypoints.")
     encoder_filters: int = _f(32, "Base width of the shared conv encoder (doubles at each stride).")

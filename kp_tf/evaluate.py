@@ -508,6 +508,19 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         for mode, relative in (("displacement", True), ("absolute", False)):
             d = M.class_distance_matrix(gen_by_class, real_by_class, relative=relative)
             matrices[mode] = {"matrix": d, **M.diagonal_minimum(d)}
+        # What the data itself allows: real sequences of class a against those of class b.
+        # Periodic motions with random phase are far apart even within a class, so a small
+        # motion can be nearer to every class than the class's own sequences are.
+        control = M.class_distance_matrix(real_by_class, real_by_class, relative=True,
+                                          exclude_self=True)
+        matrices["real_control"] = {"matrix": control, **M.diagonal_minimum(control)}
+        # The phase-free comparison: how much each keypoint moves (std over time).
+        gen_profiles = [M.motion_profiles(g) for g in gen_by_class]
+        real_profiles = [M.motion_profiles(r) if len(r) else r[:, :1] for r in real_by_class]
+        for name, rows, exclude in (("motion_profile", gen_profiles, False),
+                                    ("motion_profile_real_control", real_profiles, True)):
+            d = M.class_distance_matrix(rows, real_profiles, relative=False, exclude_self=exclude)
+            matrices[name] = {"matrix": d, **M.diagonal_minimum(d)}
         report["classes"] = {
             "class_names": class_names, **matrices, "N": n,
             "N_real_per_class": [int(len(r)) for r in real_by_class], **stamp,
@@ -556,6 +569,13 @@ def _fmt(x, digits=3, pct=False):
     if x != 0 and abs(x) < 0.01:
         return f"{x:.{digits}g}"
     return f"{x:.{digits}f}"
+
+
+def _matrix_cells(row) -> str:
+    """A matrix row as Markdown cells, its minimum starred."""
+    finite = [v for v in row if v is not None]
+    low = min(finite) if finite else None
+    return " | ".join(_fmt(v, 4) + ("*" if v is not None and v == low else "") for v in row)
 
 
 def format_markdown(report: dict) -> str:
@@ -625,10 +645,23 @@ def format_markdown(report: dict) -> str:
                   "| requested \\ real | " + " | ".join(names) + " |",
                   "|" + "---|" * (len(names) + 1)]
         for a, row in enumerate(d["matrix"]):
-            finite = [v for v in row if v is not None]
-            low = min(finite) if finite else None
-            cells = [(_fmt(v, 4) + ("*" if v is not None and v == low else "")) for v in row]
-            lines.append(f"| {names[a]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {names[a]} | " + _matrix_cells(row) + " |")
+        tables = (
+            ("real_control", "real \\ real", "Control, the same distance between real test "
+             "sequences (a sequence is not compared with itself)"),
+            ("motion_profile", "requested \\ real", "Phase-free: mean L1 between motion profiles "
+             "(each keypoint coordinate's standard deviation over frames 0..T), generated vs real"),
+            ("motion_profile_real_control", "real \\ real", "Its control on real test sequences"))
+        for key, corner, title in tables:
+            m = c.get(key)
+            if not m:
+                continue
+            lines += ["", f"{title}: rows with the minimum on the diagonal: "
+                      f"{sum(m['row_min_on_diagonal'])}/{len(names)}.", "",
+                      f"| {corner} | " + " | ".join(names) + " |",
+                      "|" + "---|" * (len(names) + 1)]
+            for a, row in enumerate(m["matrix"]):
+                lines.append(f"| {names[a]} | " + _matrix_cells(row) + " |")
     if r.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in r["skipped"].items())]
     t = r["timing"]

@@ -93,6 +93,14 @@ def test_class_matrix_on_hand_made_sequences():
     d2 = M.class_distance_matrix(gen, real[:2] + [np.zeros((0, 5, 2, 2))])
     assert np.isnan(d2[:, 2]).all()
     assert M.diagonal_minimum(d2)["row_min_on_diagonal"] == [True, True, False]
+    # The real-vs-real control never compares a sequence with itself.
+    periodic = [np.stack([np.broadcast_to(np.sin(np.arange(5) + phase)[:, None, None], (5, 2, 2))
+                          for phase in (0.0, 1.5, 3.0)])]
+    control = M.class_distance_matrix(periodic, periodic, exclude_self=True)
+    moved = periodic[0][:, 1:] - periodic[0][:, :1]
+    pairs = [np.abs(moved[i] - moved[j]).mean() for i in range(3) for j in range(3) if i != j]
+    assert control[0, 0] == pytest.approx(np.mean(pairs)) and control[0, 0] > 0.1
+    assert M.class_distance_matrix(periodic, periodic)[0, 0] < control[0, 0]
 
 
 # --- baselines and temporal sampling ----------------------------------------------------------

@@ -113,6 +113,33 @@ def test_one_step_end_to_end(data_dir, tmp_path):
     assert decoded.shape == (height, width, 3) == (7 * 34 + 2, 2 * 34 + 2, 3)
 
 
+def test_plain_pairs_after_jittered_ones(data_dir, tmp_path, monkeypatch):
+    """With target jitter and plain_pair_steps, stage 1 trains on jittered pairs up to
+    stage1_steps − plain_pair_steps, then on plain pairs, resuming the same checkpoint."""
+    from kp_tf.data import pipeline
+    from kp_tf.training import run
+
+    calls = []
+    real_pairs = pipeline.stage1_pairs
+
+    def recording(cfg, *args, **kwargs):
+        calls.append((cfg.target_shift, cfg.target_rotation, cfg.target_scale))
+        return real_pairs(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "stage1_pairs", recording)
+    cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
+                             stage1_steps=3, plain_pair_steps=1, target_shift=0.1,
+                             target_rotation=5.0, target_scale=0.05, vgg_weights="none",
+                             checkpoint_every=100)
+    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+    assert calls == [(0.1, 5.0, 0.05), (0.0, 0.0, 0.0)]
+    ckpts = Path(run.paths(cfg)["keypoints"]) / "checkpoints"
+    assert checkpoint_steps(ckpts) == [2, 3]  # the end of each phase
+    calls.clear()
+    run.run(cfg, "keypoints", tf.distribute.get_strategy())  # finished: nothing retrains
+    assert checkpoint_steps(ckpts) == [2, 3]
+
+
 # --- 2. the paper's 128×128 presets -------------------------------------------------------
 
 @pytest.mark.parametrize("preset, keypoints", [("mgif", 60), ("nemo", 15), ("penn", 40)])

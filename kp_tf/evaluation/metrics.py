@@ -140,7 +140,8 @@ def video_diversity(videos) -> float:
 
 # --- class consistency of generated keypoint sequences -----------------------------------
 
-def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = True) -> np.ndarray:
+def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = True,
+                          exclude_self: bool = False) -> np.ndarray:
     """D[a, b] = mean L1 between generated sequences requested as class a and real sequences of
     class b (every generated × real pair, mean absolute coordinate difference).
 
@@ -152,6 +153,8 @@ def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = 
         An empty array (no clip of that class) gives a NaN column.
       relative: subtract each sequence's first frame (compare motion, not where the figure
         stands); the first frame is then dropped, so give T + 1 frames to keep T steps.
+      exclude_self: `generated` is `real` itself (the control of what the data allows): on the
+        diagonal a sequence is not compared with itself.
     Returns:
       float64 [A, A]; rows = requested class, columns = real class.
     """
@@ -167,8 +170,27 @@ def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = 
             if g.shape[1:] != r.shape[1:]:
                 raise ValueError(f"class {a} sequences {g.shape[1:]} vs real class {b} {r.shape[1:]}")
             # mean_{i,j} mean |g_i − r_j|, one generated sequence at a time (bounded memory)
-            d[a, b] = float(np.mean([np.abs(gi[None] - r).mean() for gi in g]))
+            if exclude_self and a == b:
+                if len(g) < 2:
+                    continue
+                d[a, b] = float(np.mean([np.delete(np.abs(gi[None] - r).mean(axis=(1, 2, 3)), i).mean()
+                                         for i, gi in enumerate(g)]))
+            else:
+                d[a, b] = float(np.mean([np.abs(gi[None] - r).mean() for gi in g]))
     return d
+
+
+def motion_profiles(sequences) -> np.ndarray:
+    """How much each keypoint coordinate moves: its standard deviation over time.
+
+    [N, T, K, 2] → [N, 1, K, 2] (a one-step "sequence", for `class_distance_matrix` with
+    relative=False). Unlike the sequences themselves it does not depend on the phase of a
+    periodic motion, so two waves that start at different points of their cycle match.
+    """
+    x = np.asarray(sequences, np.float64)
+    if x.ndim != 4 or x.shape[-1] != 2:
+        raise ValueError(f"expected sequences [N, T, K, 2], got {x.shape}")
+    return x.std(axis=1, keepdims=True)
 
 
 def _motion(x, relative: bool) -> np.ndarray:

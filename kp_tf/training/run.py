@@ -68,11 +68,20 @@ def train_keypoints(cfg, strategy) -> str:
     _write_config(cfg, out)
     with strategy.scope():
         trainer = Stage1Trainer(cfg)
-    loop.fit(trainer,
-             lambda start: pipeline.stage1_pairs(cfg, "train", training=True, seed=cfg.seed + start),
-             steps=cfg.stage1_steps, logdir=out, strategy=strategy,
-             checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
-             image_summary_every=cfg.image_summary_every, xla=cfg.xla)
+    # Two phases when the preset jitters the targets: jittered pairs teach the keypoints, then
+    # plain pairs let the translator copy the static parts of the reference again. The second
+    # fit resumes from the first's final checkpoint, so a killed run resumes in either phase.
+    plain = cfg.replace(target_shift=0.0, target_rotation=0.0, target_scale=0.0)
+    phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg), (cfg.stage1_steps, plain)]
+    for steps, data_cfg in phases:
+        if steps <= 0:
+            continue
+        loop.fit(trainer,
+                 lambda start, c=data_cfg: pipeline.stage1_pairs(c, "train", training=True,
+                                                                 seed=c.seed + start),
+                 steps=steps, logdir=out, strategy=strategy,
+                 checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
+                 image_summary_every=cfg.image_summary_every, xla=cfg.xla)
     return latest_checkpoint(out)
 
 
