@@ -71,8 +71,10 @@ def train_keypoints(cfg, strategy) -> str:
     # Two phases when the preset jitters the targets: jittered pairs teach the keypoints, then
     # plain pairs let the translator copy the static parts of the reference again. The second
     # fit resumes from the first's final checkpoint, so a killed run resumes in either phase.
-    plain = cfg.replace(target_shift=0.0, target_rotation=0.0, target_scale=0.0)
-    phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg), (cfg.stage1_steps, plain)]
+    phases = [(cfg.stage1_steps, cfg)]
+    if cfg.plain_pair_steps > 0:
+        plain = cfg.replace(target_shift=0.0, target_rotation=0.0, target_scale=0.0)
+        phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg), (cfg.stage1_steps, plain)]
     for steps, data_cfg in phases:
         if steps <= 0:
             continue
