@@ -250,9 +250,9 @@ def jitter_target(frames, seed, points=None, *, max_shift=0.0, max_rotation=0.0,
     Returns: (frames, points or None).
     """
     seeds = tf.random.experimental.stateless_split(seed, num=3)
-    angle = tf.random.stateless_uniform([], seeds[0], -max_rotation, max_rotation + 1e-9)
-    scale = 1.0 + tf.random.stateless_uniform([], seeds[1], -max_scale, max_scale + 1e-9)
-    shift = tf.random.stateless_uniform([2], seeds[2], -max_shift, max_shift + 1e-9)
+    angle = tf.random.stateless_uniform([], seeds[0], -max_rotation, max_rotation)
+    scale = 1.0 + tf.random.stateless_uniform([], seeds[1], -max_scale, max_scale)
+    shift = tf.random.stateless_uniform([2], seeds[2], -max_shift, max_shift)
     matrix = geometry_matrix(angle, scale, tf.constant(False))
     target = warp_images(frames[1:], matrix, shift, fill_mode="NEAREST")
     frames = tf.concat([frames[:1], target], axis=0)

@@ -49,8 +49,9 @@ def evaluate_reconstruction(nets, perceptual, data_dir: str, split: str, image_s
     translator_means, copy_means = metrics.RunningMeans(), metrics.RunningMeans()
     translate = tf.function(lambda r, t: nets.translate(r, t, training=False),
                             reduce_retracing=True)
+    unit = lambda x: (np.clip(x, -1.0, 1.0) + 1.0) / 2.0  # [-1, 1] → [0, 1] pixels
     grid, clips = None, 0
-    for clip_id, reference, targets in held_out_pairs(data_dir, split, image_size, stride,
+    for _, reference, targets in held_out_pairs(data_dir, split, image_size, stride,
                                                       max_clips):
         clips += 1
         for start in range(0, len(targets), batch):
@@ -58,7 +59,6 @@ def evaluate_reconstruction(nets, perceptual, data_dir: str, split: str, image_s
             ref = np.repeat(reference[None], len(target), axis=0)
             out = translate(tf.constant(ref), tf.constant(target))
             output = np.asarray(out["output"])
-            unit = lambda x: (np.clip(x, -1.0, 1.0) + 1.0) / 2.0
             for means, image in ((translator_means, output), (copy_means, ref)):
                 means.update(metrics.image_metrics(unit(image), unit(target)))
                 means.update({"perceptual": [float(perceptual(image, target))] * len(target)})
