@@ -194,7 +194,15 @@ def test_synthetic_convert_and_ensure_converted(tmp_path):
     # Up to date: reused as is; different counts: converted again.
     assert datasets.ensure_converted("synthetic", str(out), **opts)["created"] == manifest["created"]
     opts["num_train"] = 4
-    assert datasets.ensure_converted("synthetic", str(out), **opts)["splits"]["train"]["clips"] == 4
+    manifest = datasets.ensure_converted("synthetic", str(out), **opts)
+    assert manifest["splits"]["train"]["clips"] == 4
+    # Made by an older generator (which rendered other figures): generated again.
+    assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
+    assert not datasets.generated_by_other_version(manifest)
+    tfrecords.write_manifest(str(out), {**manifest, "generator_version": 1})
+    assert datasets.generated_by_other_version(tfrecords.load_manifest(str(out)))
+    manifest = datasets.ensure_converted("synthetic", str(out), **opts)
+    assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         datasets.ensure_converted("weizmann", str(tmp_path / "nothing"))
 

@@ -364,6 +364,7 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
         "joint_names": list(spec.joint_names),
         "source": (str(Path(src).resolve()) if spec.has_source
                    else f"kp_tf.data.synthetic (generated, background={spec.background})"),
+        "generator_version": None if spec.has_source else _generator_version(),
         "options": options,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "splits": {},
@@ -450,9 +451,23 @@ def ensure_converted(dataset: str, data_dir: Optional[str] = None, src: Optional
     return convert(dataset, src, data_dir, **options)
 
 
+def _generator_version() -> int:
+    from kp_tf.data import synthetic
+
+    return synthetic.GENERATOR_VERSION
+
+
+def generated_by_other_version(manifest: dict) -> bool:
+    """Whether `manifest` describes generated clips that this code would render differently."""
+    spec = DATASETS.get(manifest.get("dataset"))
+    return (spec is not None and not spec.has_source
+            and manifest.get("generator_version") != _generator_version())
+
+
 def _manifest_matches(manifest: dict, spec: DatasetSpec, options: dict, data_dir: str) -> bool:
     if (manifest.get("dataset") != spec.name or manifest.get("resolution") != spec.resolution
-            or manifest.get("format_version") != FORMAT_VERSION):
+            or manifest.get("format_version") != FORMAT_VERSION
+            or generated_by_other_version(manifest)):
         return False
     if not spec.has_source:
         wanted = {"num_train": 1000, "num_test": 100, "num_frames": 48, "seed": 0}

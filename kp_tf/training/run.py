@@ -43,7 +43,8 @@ def prepare_data(cfg) -> str:
     """Returns the data folder; the generated datasets are made on first use.
 
     An existing conversion of the right dataset and resolution is used as it is, whatever
-    its clip counts, so a user's own (e.g. larger) synthetic set is never regenerated.
+    its clip counts, so a user's own (e.g. larger) synthetic set is never regenerated, unless
+    an older version of the generator made it.
     """
     from kp_tf.data import datasets, tfrecords
 
@@ -52,8 +53,9 @@ def prepare_data(cfg) -> str:
         manifest = tfrecords.load_manifest(data_dir)
     except (FileNotFoundError, ValueError):
         manifest = None
-    if manifest and (manifest.get("dataset"), manifest.get("resolution")) == (cfg.dataset,
-                                                                            cfg.image_size):
+    if (manifest and (manifest.get("dataset"), manifest.get("resolution")) == (cfg.dataset,
+                                                                             cfg.image_size)
+            and not datasets.generated_by_other_version(manifest)):
         return data_dir
     datasets.ensure_converted(cfg.dataset, data_dir, resolution=cfg.image_size)
     return data_dir
