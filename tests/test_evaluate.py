@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO, require_shared
 from kp_tf import evaluate
+from kp_tf.data import synthetic
 from kp_tf.evaluation import metrics as M
 
 try:  # the shared session-wide tiny run when the test suite has it, else one built here
@@ -178,6 +179,9 @@ def test_evaluate_writes_reports(report_dir, tiny_run):
     assert div["keypoints"]["mean"] >= 0 and div["N"] == 3 and div["samples_per_clip"] == 2
     kp = report["keypoints"]
     assert kp["model"]["error_px"] > 0 and kp["N"] == kp["test_frames"] > 0
+    per_joint = kp["model"]["per_joint_px"]  # every synthetic joint is visible: means agree
+    assert list(per_joint) == list(synthetic.JOINT_NAMES)
+    assert np.mean(list(per_joint.values())) == pytest.approx(kp["model"]["error_px"], abs=1e-3)
     classes = report["classes"]
     assert np.asarray(classes["displacement"]["matrix"], dtype=float).shape == (6, 6)
     assert len(classes["displacement"]["row_min_on_diagonal"]) == 6

@@ -64,16 +64,23 @@ def apply_regressor(w: np.ndarray, learned: np.ndarray, num_joints: int) -> np.n
     return (x @ w).reshape(len(learned), num_joints, 2)
 
 
-def joint_errors(predicted, joints, visibility, image_size: int) -> dict:
-    """Mean visible-joint error in px and % width, and accuracy within 6 px at 128×128."""
+def joint_errors(predicted, joints, visibility, image_size: int, joint_names=()) -> dict:
+    """Mean visible-joint error in px and % width, and accuracy within 6 px at 128×128.
+
+    With `joint_names` (one per joint), also each joint's mean error in px.
+    """
     px = (np.asarray(predicted) - joints) * (image_size - 1) / 2.0
     dist = np.linalg.norm(px, axis=-1)
     visible = visibility > 0.5
     threshold = 6.0 * image_size / 128.0
-    return {"error_px": float(dist[visible].mean()),
-            "error_pct_width": float(100.0 * dist[visible].mean() / image_size),
-            "accuracy_within_6px_at_128": float((dist[visible] <= threshold).mean()),
-            "threshold_px": threshold}
+    report = {"error_px": float(dist[visible].mean()),
+              "error_pct_width": float(100.0 * dist[visible].mean() / image_size),
+              "accuracy_within_6px_at_128": float((dist[visible] <= threshold).mean()),
+              "threshold_px": threshold}
+    if len(joint_names):
+        report["per_joint_px"] = {name: round(float(dist[:, j][visible[:, j]].mean()), 3)
+                                  for j, name in enumerate(joint_names) if visible[:, j].any()}
+    return report
 
 
 def evaluate_keypoints(detector, data_dir: str, image_size: int, *, max_train_clips=300,
@@ -86,11 +93,13 @@ def evaluate_keypoints(detector, data_dir: str, image_size: int, *, max_train_cl
     w = fit_regressor(tr_kp, tr_j)
     predicted = apply_regressor(w, te_kp, te_j.shape[1])
     mean_pose = np.broadcast_to(tr_j.mean(0), te_j.shape)
+    names = tfrecords.load_manifest(data_dir).get("joint_names", [])
+    names = names if len(names) == te_j.shape[1] else ()
     return {"protocol": "protocols.md §2 (linear regression with bias, train→test)",
             "train_frames": int(len(tr_kp)), "test_frames": int(len(te_kp)),
             "frame_stride": frame_stride, "image_size": image_size,
-            "model": joint_errors(predicted, te_j, te_v, image_size),
-            "mean_pose_baseline": joint_errors(mean_pose, te_j, te_v, image_size),
+            "model": joint_errors(predicted, te_j, te_v, image_size, names),
+            "mean_pose_baseline": joint_errors(mean_pose, te_j, te_v, image_size, names),
             "_regressor": w}
 
 
