@@ -61,6 +61,10 @@ class Config:
     # --- losses
     lambda_perceptual: float = _f(1.0, "λ1, weight of the perceptual loss (paper and code: 1).")
     lambda_image_adv: float = _f(1.0, "Weight of the stage-1 adversarial loss (paper and code: 1).")
+    lambda_equivariance: float = _f(0.0, "Weight of the stage-1 equivariance loss (0 as the paper; FOMM uses 10): L1 between the keypoints of a randomly warped reference and the reference's keypoints moved by the same warp.")
+    equivariance_shift: float = _f(0.1, "Equivariance warp: translation bound per axis, normalized units.")
+    equivariance_rotation: float = _f(10.0, "Equivariance warp: rotation bound, degrees.")
+    equivariance_scale: float = _f(0.1, "Equivariance warp: the scale is 1 ± up to this.")
     lambda_l1: float = _f(1000.0, "λ2, weight of the keypoint L1 loss (paper and code: 1000).")
     lambda_sequence_adv: float = _f(2.0, "λ3, weight of the stage-2 adversarial loss (paper: 2; code: 1).")
     lambda_kl: float = _f(1.0, "Weight of the KL term (paper and code: 1).")

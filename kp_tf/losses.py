@@ -25,6 +25,21 @@ def generator_adversarial_loss(fake_logits):
     return _bce_with_logits(fake_logits, 1.0)
 
 
+def keypoint_equivariance(keypoints, warped_keypoints, matrix, shift):
+    """Equivariance loss (not in the paper; FOMM's and Thewlis et al.'s): mean |Q(W(x)) − W(Q(x))|.
+
+    The keypoints of a warped image should be the image's keypoints moved by the same warp
+    u → matrix @ u + shift, so each keypoint lands on the same part of the object.
+
+    Args:
+      keypoints: Q(x) [B, K, 2]; warped_keypoints: Q(W(x)) [B, K, 2] (normalized).
+      matrix: [B, 2, 2]; shift: [B, 2].
+    Returns: scalar, mean over batch, keypoints and both coordinates.
+    """
+    moved = ops.einsum("bij,bkj->bki", matrix, keypoints) + shift[:, None, :]
+    return ops.mean(ops.abs(warped_keypoints - moved))
+
+
 def kl_divergence(mu, log_var):
     """KL(N(mu, exp(log_var)) ‖ N(0, I)), summed over latent dims, averaged over the batch.
 

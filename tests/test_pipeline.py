@@ -182,6 +182,23 @@ def test_stage1_target_jitter_in_the_pipeline(cfg):
         assert np.abs(batch["reference"] - batch["target"]).mean(axis=(1, 2, 3)).min() > 1e-3
 
 
+def test_stage1_equivariance_warp_in_the_pipeline(cfg):
+    ds = pipeline.stage1_pairs(cfg.replace(lambda_equivariance=1.0, equivariance_shift=0.3,
+                                           augment=False), "still", batch_size=4)
+    batch = _batches(ds, 1)[0]
+    assert batch["warp_matrix"].shape == (4, 2, 2) and batch["warp_shift"].shape == (4, 2)
+    for i in range(4):  # the reference moved by its own similarity, which differs per pair
+        want = augment.warp_images(batch["reference"][i:i + 1], batch["warp_matrix"][i],
+                                   batch["warp_shift"][i], fill_mode="NEAREST")[0]
+        np.testing.assert_allclose(batch["warped_reference"][i], want, atol=1e-4)
+    assert len({tuple(np.round(m, 5)) for m in batch["warp_shift"]}) == 4
+    # Off by default and never at test time.
+    assert "warped_reference" not in _batches(pipeline.stage1_pairs(cfg, "still"), 1)[0]
+    test_batch = _batches(pipeline.stage1_pairs(cfg.replace(lambda_equivariance=1.0), "test",
+                                                training=False), 1)[0]
+    assert "warped_reference" not in test_batch
+
+
 def test_stage1_deterministic_for_a_seed(cfg):
     def first_batches(seed, ds=None):
         ds = ds or pipeline.stage1_pairs(cfg, seed=seed)

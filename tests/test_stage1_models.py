@@ -105,3 +105,19 @@ def test_translator_blends_reference_where_mask_is_one(tiny_config):
     np.testing.assert_allclose(out["output"], x * m + out["generated"] * (1 - m), atol=1e-5)
     assert out["reference_keypoints"].shape == (2, 4, 2)
     assert np.all(np.abs(out["target_keypoints"]) <= 1)
+
+
+def test_keypoint_equivariance_loss():
+    from kp_tf import losses
+
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(-0.5, 0.5, size=(2, 3, 2)).astype(np.float32)
+    theta = np.radians([10.0, -20.0])
+    matrix = np.stack([[[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]] for t in theta])
+    matrix = (matrix * np.array([1.1, 0.9])[:, None, None]).astype(np.float32)
+    shift = np.array([[0.1, -0.2], [0.0, 0.05]], np.float32)
+    moved = np.einsum("bij,bkj->bki", matrix, kp) + shift[:, None]
+    assert float(losses.keypoint_equivariance(kp, moved, matrix, shift)) < 1e-6
+    off = moved + np.array([0.3, -0.1], np.float32)  # every coordinate off by 0.3 or 0.1
+    np.testing.assert_allclose(float(losses.keypoint_equivariance(kp, off, matrix, shift)), 0.2,
+                               rtol=1e-5)

@@ -140,6 +140,20 @@ def test_plain_pairs_after_jittered_ones(data_dir, tmp_path, monkeypatch):
     assert checkpoint_steps(ckpts) == [2, 3]
 
 
+def test_equivariance_loss_joins_the_generator_loss(data_dir, tmp_path):
+    from kp_tf.training import run
+
+    cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
+                             stage1_steps=1, vgg_weights="none", lambda_equivariance=2.0)
+    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+    scalars, _ = read_events(Path(run.paths(cfg)["keypoints"]) / "train")
+    values = {k: v[0][1] for k, v in scalars.items()}
+    # Untrained keypoints do not follow a random warp, and the term is weighted into G's loss.
+    assert 0 < values["equivariance"] < 2
+    assert values["g_loss"] == pytest.approx(
+        values["perceptual"] + values["g_adversarial"] + 2.0 * values["equivariance"], rel=1e-5)
+
+
 # --- 2. the paper's 128×128 presets -------------------------------------------------------
 
 @pytest.mark.parametrize("preset, keypoints", [("mgif", 60), ("nemo", 15), ("penn", 40)])

@@ -232,6 +232,19 @@ def augment_frames(frames, seed, points=None):
     return frames, points
 
 
+def random_similarity(seed, max_shift, max_rotation, max_scale):
+    """A random similarity u → matrix @ u + shift: rotation U[±max_rotation]°, scale
+    1 + U[±max_scale], shift U[±max_shift] per axis (normalized units).
+
+    Args: seed: int [2]. Returns: (float32 [2, 2] matrix, float32 [2] shift).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    angle = tf.random.stateless_uniform([], seeds[0], -max_rotation, max_rotation)
+    scale = 1.0 + tf.random.stateless_uniform([], seeds[1], -max_scale, max_scale)
+    shift = tf.random.stateless_uniform([2], seeds[2], -max_shift, max_shift)
+    return geometry_matrix(angle, scale, tf.constant(False)), shift
+
+
 def jitter_target(frames, seed, points=None, *, max_shift=0.0, max_rotation=0.0, max_scale=0.0):
     """Moves the second frame of a pair (the target) alone by a random similarity transform.
 
@@ -249,11 +262,7 @@ def jitter_target(frames, seed, points=None, *, max_shift=0.0, max_rotation=0.0,
         max_scale: the scale is 1 + U[-max_scale, max_scale].
     Returns: (frames, points or None).
     """
-    seeds = tf.random.experimental.stateless_split(seed, num=3)
-    angle = tf.random.stateless_uniform([], seeds[0], -max_rotation, max_rotation)
-    scale = 1.0 + tf.random.stateless_uniform([], seeds[1], -max_scale, max_scale)
-    shift = tf.random.stateless_uniform([2], seeds[2], -max_shift, max_shift)
-    matrix = geometry_matrix(angle, scale, tf.constant(False))
+    matrix, shift = random_similarity(seed, max_shift, max_rotation, max_scale)
     target = warp_images(frames[1:], matrix, shift, fill_mode="NEAREST")
     frames = tf.concat([frames[:1], target], axis=0)
     if points is not None:

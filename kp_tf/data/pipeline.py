@@ -148,7 +148,8 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
     Training: clips in random order (shards shuffled per epoch, records shuffled), a pair per
     clip visit as `pair_indices`, and, when cfg.augment, `augment.augment_frames` with the same
     random parameters for both frames, then `augment.jitter_target` when cfg.target_shift,
-    target_rotation or target_scale is set. Test (training=False): frames 0 and min(10, T − 1) of
+    target_rotation or target_scale is set, and a warped copy of the reference for the
+    equivariance loss when cfg.lambda_equivariance is set. Test (training=False): frames 0 and min(10, T − 1) of
     every clip in file order, no augmentation, the last partial batch kept.
 
     Args:
@@ -166,6 +167,8 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
       Dataset of dicts:
         reference, target: float32 [B, S, S, 3] in [-1, 1], S = cfg.image_size;
         label: int32 [B] (-1 for datasets without classes);
+        training with cfg.lambda_equivariance > 0: warped_reference [B, S, S, 3], the
+          reference moved by a random similarity u → warp_matrix [B, 2, 2] @ u + warp_shift [B, 2];
         with_joints: reference_joints, target_joints float32 [B, J, 2] normalized (x, y),
           reference_visibility, target_visibility float32 [B, J], 0 for joints marked
           invisible or outside the (augmented) frame. J = 0 when the data has no joints.
@@ -174,6 +177,7 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
     repeat = training if repeat is None else repeat
     do_augment = training and cfg.augment
     do_jitter = training and max(cfg.target_shift, cfg.target_rotation, cfg.target_scale) > 0
+    do_equivariance = training and cfg.lambda_equivariance > 0
     paths = tfrecords.shard_paths(data_dir or cfg.resolved_data_dir, split)
 
     def select(serialized, element_seed):
@@ -200,8 +204,16 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
                 frames, tf.random.experimental.stateless_fold_in(element["seed"], 1), joints,
                 max_shift=cfg.target_shift, max_rotation=cfg.target_rotation,
                 max_scale=cfg.target_scale)
+        out = {"label": element["label"]}
+        if do_equivariance:
+            matrix, shift = augment.random_similarity(
+                tf.random.experimental.stateless_fold_in(element["seed"], 2),
+                cfg.equivariance_shift, cfg.equivariance_rotation, cfg.equivariance_scale)
+            warped = augment.warp_images(frames[:1], matrix, shift, fill_mode="NEAREST")
+            out.update(warped_reference=_to_unit_range(warped[0]), warp_matrix=matrix,
+                       warp_shift=shift)
         frames = _to_unit_range(frames)
-        out = {"reference": frames[0], "target": frames[1], "label": element["label"]}
+        out.update(reference=frames[0], target=frames[1])
         if with_joints:
             visibility = element["visibility"] * _inside(joints)
             out.update(reference_joints=joints[0], target_joints=joints[1],

@@ -1,6 +1,7 @@
 """Stage 1: keypoint detector + translator trained against the image discriminator (paper §3.1).
 
-G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating); D loss = BCE(real, 1) +
+G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating) [+ an equivariance loss, off in
+the paper presets]; D loss = BCE(real, 1) +
 BCE(fake, 0) on the 'patch' logits. The generator (detector, image encoder, translator) and
 the discriminator have their own tape and Adam optimizer. One step = a G update and then a D
 update on the same batch, D seeing the fakes of G's forward pass: the original pulled a fresh
@@ -52,19 +53,26 @@ class Stage1Trainer(AdversarialTrainer):
                 "translator": n.translator, "discriminator": n.discriminator,
                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
 
-    def train_generator(self, reference, target):
+    def train_generator(self, batch):
+        target = batch["target"]
         with tf.GradientTape() as tape:
-            out = self.nets.translate(reference, target, training=True)
+            out = self.nets.translate(batch["reference"], target, training=True)
             perceptual = self.perceptual(out["output"], target)
             adversarial = losses.generator_adversarial_loss(
                 self.discriminator(out["output"], training=True))
             total = (self.cfg.lambda_perceptual * perceptual
                      + self.cfg.lambda_image_adv * adversarial)
+            metrics = {"perceptual": perceptual, "g_adversarial": adversarial}
+            if "warped_reference" in batch:
+                warped = self.nets.detector(batch["warped_reference"], training=True)
+                metrics["equivariance"] = losses.keypoint_equivariance(
+                    out["reference_keypoints"], warped, batch["warp_matrix"], batch["warp_shift"])
+                total += self.cfg.lambda_equivariance * metrics["equivariance"]
         self._apply(tape, total, self.nets.generator_variables, self.g_optimizer)
-        return out, {"g_loss": total, "perceptual": perceptual, "g_adversarial": adversarial}
+        return out, {"g_loss": total, **metrics}
 
     def train_step(self, batch):
-        out, g_losses = self.train_generator(batch["reference"], batch["target"])
+        out, g_losses = self.train_generator(batch)
         d_losses = self.train_discriminator(batch["target"], out["output"])
         diagnostics = {
             "_keypoint_spread": keypoint_spread(out["target_keypoints"]),
