@@ -313,6 +313,14 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         if not os.path.exists(data_dir) and own and exported.config.get("dataset") == dataset:
             data_dir = own  # the folder the model was trained on
     manifest = tfrecords.load_manifest(data_dir)
+    from kp_tf.data import datasets, synthetic
+
+    if datasets.generated_by_other_version(manifest):
+        raise EvaluationError(
+            f"{data_dir} was made by synthetic generator version "
+            f"{manifest.get('generator_version')}; this code renders version "
+            f"{synthetic.GENERATOR_VERSION}: regenerate it (python -m kp_tf.train "
+            f"--dataset={manifest.get('dataset')} --stage=data --data_dir={data_dir})")
     class_names = list(manifest.get("class_names") or [])
     if exported.actions and class_names and exported.actions != class_names:
         raise EvaluationError(f"the model's actions {exported.actions} are not the classes of "

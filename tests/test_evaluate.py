@@ -210,6 +210,16 @@ def test_evaluate_reuses_the_classifier_and_skips_what_does_not_apply(report_dir
         evaluate.parse_metrics("fvd,psnr")
 
 
+def test_evaluate_refuses_data_of_another_generator_version(tiny_run, exported, tmp_path):
+    from kp_tf.data import tfrecords
+
+    manifest = tfrecords.load_manifest(tiny_run.data_dir)
+    assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
+    tfrecords.write_manifest(str(tmp_path), {**manifest, "generator_version": 1})
+    with pytest.raises(evaluate.EvaluationError, match="generator version 1"):
+        evaluate.evaluate(exported, data_dir=str(tmp_path), metrics="diversity", verbose=False)
+
+
 @pytest.fixture(scope="module")
 def exported(tiny_run):
     return evaluate.Exported(tiny_run.export_dir)  # loading takes seconds: once per module
