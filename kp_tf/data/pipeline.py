@@ -149,8 +149,9 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
     clip visit as `pair_indices`, and, when cfg.augment, `augment.augment_frames` with the same
     random parameters for both frames, then `augment.jitter_target` when cfg.target_shift,
     target_rotation or target_scale is set, and a warped copy of the reference for the
-    equivariance loss when cfg.lambda_equivariance is set. Test (training=False): frames 0 and min(10, T − 1) of
-    every clip in file order, no augmentation, the last partial batch kept.
+    equivariance loss when cfg.lambda_equivariance is set. Test (training=False): frames 0
+    and min(10, T − 1) of every clip in file order, no augmentation, the last partial batch
+    kept.
 
     Args:
       cfg: image_size, pair_gap_min/max, augment, batch_size, seed, resolved_data_dir.
