@@ -58,6 +58,8 @@ class Config:
     latent_dim: int = _f(64, "Size of the cVAE latent z.")
     sequence_length: int = _f(32, "Future keypoint frames the motion generator produces.")
     decoder_input_dim: int = _f(32, "Width of the decoder's first-step conditioning projection.")
+    motion_residual: bool = _f(False, "Decoder outputs k_0 + offsets instead of absolute keypoints (original: absolute).")
+    decoder_condition_every_step: bool = _f(False, "Feed [z, k_0, a] to the decoder LSTM at every step (original: first step only, zeros after).")
     # --- losses
     lambda_perceptual: float = _f(1.0, "λ1, weight of the perceptual loss (paper and code: 1).")
     lambda_image_adv: float = _f(1.0, "Weight of the stage-1 adversarial loss (paper and code: 1).")

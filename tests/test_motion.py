@@ -111,6 +111,35 @@ def test_rollout_chunks_continue_from_last_keypoints(tiny_config):
     np.testing.assert_allclose(short, first[:, :3], atol=1e-6)
 
 
+def test_residual_and_every_step_decoder_options(tiny_config):
+    """Same weights, other wiring: the residual decoder adds k_0 to the original's output; the
+    every-step decoder matches the original at step 1 (same input, zero state) and not after
+    (the original's later inputs are zeros). Neither option adds or removes a weight."""
+    def decoder(**options):
+        generator, _ = motion.build_motion_models(tiny_config.replace(**options))
+        return generator.decoder
+
+    original = decoder()
+    residual = decoder(motion_residual=True)
+    every = decoder(decoder_condition_every_step=True)
+    for other in (residual, every):
+        assert [w.shape for w in other.weights] == [w.shape for w in original.weights]
+        other.set_weights(original.get_weights())
+        assert type(other).from_config(other.get_config()).get_config() == other.get_config()
+    _, k0, action = _inputs(tiny_config)
+    z = np.random.default_rng(3).normal(size=(3, tiny_config.latent_dim)).astype("float32")
+    want = keras.ops.convert_to_numpy(original(z, k0, action))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(residual(z, k0, action)),
+                               want + k0[:, None], atol=1e-6)
+    got = keras.ops.convert_to_numpy(every(z, k0, action))
+    np.testing.assert_allclose(got[:, 0], want[:, 0], atol=1e-6)
+    assert np.abs(got[:, 1:] - want[:, 1:]).min(axis=(2, 3)).max() > 0
+    # A residual decoder with a zero output layer is the static motion: k_0 at every step.
+    residual.to_coord.set_weights([np.zeros_like(w) for w in residual.to_coord.get_weights()])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(residual(z, k0, action)),
+                               np.broadcast_to(k0[:, None], want.shape), atol=1e-7)
+
+
 def test_action_is_required_when_configured(tiny_config):
     generator, _ = motion.build_motion_models(tiny_config)
     sequence, k0, _ = _inputs(tiny_config)
