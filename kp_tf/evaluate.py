@@ -38,7 +38,10 @@ Metrics (--metrics; each is recorded with N, T, the seed and the export's checkp
              one z (that of its sample 0), a keypoint sequence for every action a; D[a, b] = mean
              L1 between the displacements (k_t − k_0) of the sequences generated for a and of the
              real sequences of class b (detected on the test clips' frames 0..T). A row whose
-             minimum is on the diagonal generates motion closest to the requested class.
+             minimum is on the diagonal generates motion closest to the requested class. Also
+             against each class's mean real displacement (`class_mean`: every pair's distance
+             includes the column class's own spread, the class mean does not), the phase-free
+             motion profiles, and each matrix's control on real sequences.
 
 Writes `report.json` and `report.md` into --out (atomically), prints the Markdown and the time.
 """
@@ -522,6 +525,12 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         control = M.class_distance_matrix(real_by_class, real_by_class, relative=True,
                                           exclude_self=True)
         matrices["real_control"] = {"matrix": control, **M.diagonal_minimum(control)}
+        # Against each class's mean real displacement: free of the columns' own spread.
+        for name, rows, exclude in (("class_mean", gen_by_class, False),
+                                    ("class_mean_real_control", real_by_class, True)):
+            d = M.class_distance_matrix(rows, real_by_class, relative=True,
+                                        exclude_self=exclude, to_class_mean=True)
+            matrices[name] = {"matrix": d, **M.diagonal_minimum(d)}
         # The phase-free comparison: how much each keypoint moves (std over time).
         gen_profiles = [M.motion_profiles(g) for g in gen_by_class]
         real_profiles = [M.motion_profiles(r) if len(r) else r[:, :1] for r in real_by_class]
@@ -657,6 +666,10 @@ def format_markdown(report: dict) -> str:
         tables = (
             ("real_control", "real \\ real", "Control, the same distance between real test "
              "sequences (a sequence is not compared with itself)"),
+            ("class_mean", "requested \\ real", "Nearest class mean: mean L1 between each "
+             "generated displacement sequence and the mean real one of the column's class"),
+            ("class_mean_real_control", "real \\ real", "Its control on real test sequences "
+             "(leave-one-out class means)"),
             ("motion_profile", "requested \\ real", "Phase-free: mean L1 between motion profiles "
              "(each keypoint coordinate's standard deviation over frames 0..T), generated vs real"),
             ("motion_profile_real_control", "real \\ real", "Its control on real test sequences"))

@@ -104,6 +104,29 @@ def test_class_matrix_on_hand_made_sequences():
     assert M.class_distance_matrix(periodic, periodic)[0, 0] < control[0, 0]
 
 
+
+def test_class_mean_matrix_is_free_of_the_columns_spread():
+    """Class 0 moves a little, class 1 a lot with noise. A generator that reproduces class 1's
+    typical motion exactly is nearer, over all pairs, to the quiet class 0 (class 1's noise
+    adds to every pair), but nearest to class 1's mean."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 6)[:, None, None] * np.ones((6, 2, 2))
+    quiet = 0.05 * t + 0.005 * rng.normal(size=(20, 6, 2, 2))
+    loud = 0.30 * t + 0.25 * rng.normal(size=(20, 6, 2, 2))
+    real = [quiet, loud]
+    generated = [0.05 * t[None].repeat(3, 0), 0.30 * t[None].repeat(3, 0)]
+    pairs = M.class_distance_matrix(generated, real, relative=False)
+    assert M.diagonal_minimum(pairs)["row_min_on_diagonal"] == [True, False]
+    means = M.class_distance_matrix(generated, real, relative=False, to_class_mean=True)
+    assert M.diagonal_minimum(means)["row_min_on_diagonal"] == [True, True]
+    assert means[1, 1] == pytest.approx(np.abs(generated[1] - loud.mean(0)).mean())
+    # Control: the diagonal uses the mean of the class's other sequences.
+    control = M.class_distance_matrix(real, real, relative=False, exclude_self=True,
+                                      to_class_mean=True)
+    loo = np.mean([np.abs(quiet[i] - np.delete(quiet, i, 0).mean(0)).mean() for i in range(20)])
+    assert control[0, 0] == pytest.approx(loo)
+    assert control[0, 1] == pytest.approx(np.abs(quiet - loud.mean(0)).mean())
+
 # --- baselines and temporal sampling ----------------------------------------------------------
 
 def test_static_video_repeats_the_frame():

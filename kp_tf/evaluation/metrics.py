@@ -141,9 +141,15 @@ def video_diversity(videos) -> float:
 # --- class consistency of generated keypoint sequences -----------------------------------
 
 def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = True,
-                          exclude_self: bool = False) -> np.ndarray:
+                          exclude_self: bool = False, to_class_mean: bool = False) -> np.ndarray:
     """D[a, b] = mean L1 between generated sequences requested as class a and real sequences of
-    class b (every generated × real pair, mean absolute coordinate difference).
+    class b (every generated × real pair, mean absolute coordinate difference), or, with
+    `to_class_mean`, between each generated sequence and the mean real sequence of class b.
+
+    Every pair's distance includes the spread of class b's own sequences (their motion
+    variety and keypoint noise), so a class whose real sequences are quiet is near every row;
+    the class mean averages that spread out and leaves how far the motion is from the class's
+    typical motion (the nearest-class-mean rule).
 
     Args:
       generated: A arrays [N_a, T, K, 2] (or [N_a, T + 1, K, 2] with the first frame, see
@@ -154,7 +160,8 @@ def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = 
       relative: subtract each sequence's first frame (compare motion, not where the figure
         stands); the first frame is then dropped, so give T + 1 frames to keep T steps.
       exclude_self: `generated` is `real` itself (the control of what the data allows): on the
-        diagonal a sequence is not compared with itself.
+        diagonal a sequence is not compared with itself (nor part of the class mean).
+      to_class_mean: compare with the class's mean sequence instead of every sequence.
     Returns:
       float64 [A, A]; rows = requested class, columns = real class.
     """
@@ -169,6 +176,16 @@ def class_distance_matrix(generated: Sequence, real: Sequence, relative: bool = 
                 continue
             if g.shape[1:] != r.shape[1:]:
                 raise ValueError(f"class {a} sequences {g.shape[1:]} vs real class {b} {r.shape[1:]}")
+            if to_class_mean:
+                if exclude_self and a == b:
+                    if len(g) < 2:
+                        continue
+                    # leave-one-out: the mean of the other sequences of the class
+                    others = (r.sum(axis=0)[None] - g) / (len(r) - 1)
+                    d[a, b] = float(np.abs(g - others).mean())
+                else:
+                    d[a, b] = float(np.abs(g - r.mean(axis=0)[None]).mean())
+                continue
             # mean_{i,j} mean |g_i − r_j|, one generated sequence at a time (bounded memory)
             if exclude_self and a == b:
                 if len(g) < 2:
