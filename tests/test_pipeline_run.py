@@ -237,6 +237,21 @@ def test_unknown_stage():
         run.run(config.load_preset("tiny"), "bogus")
 
 
+def test_samples_start_from_a_clip_of_the_requested_action(tiny_run):  # noqa: F811
+    shards = tfrecords.shard_paths(tiny_run.data_dir, "test")
+    clips = [tfrecords.parse_clip(r) for r in tf.data.TFRecordDataset(shards)]
+    labels = [int(c["label"]) for c in clips]
+    size = tiny_run.cfg.image_size
+    frames = run.first_frame_per_label(shards, max(labels) + 1, size)
+    assert sorted(frames) == sorted(set(labels))
+    for label, frame in frames.items():
+        clip = clips[labels.index(label)]
+        want = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0] / 127.5 - 1.0
+        assert frame.shape == (size, size, 3)
+        np.testing.assert_allclose(frame, want, atol=1e-5)
+    assert list(run.first_frame_per_label(shards, 0, size)) == [labels[0]]
+
+
 def test_samples_stage_writes_a_gif_per_action(tiny_run):  # noqa: F811
     from PIL import Image
 

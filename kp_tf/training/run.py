@@ -151,9 +151,29 @@ def export(cfg) -> str:
     return out
 
 
+def first_frame_per_label(shards, num_actions: int, image_size: int) -> dict:
+    """{label: first frame of the first clip of that label in `shards`}, float32 [S, S, 3] in
+    [-1, 1]; reads until every label in [0, num_actions) is found (one clip if 0)."""
+    from kp_tf.data import tfrecords
+
+    frames = {}
+    for record in tf.data.TFRecordDataset(shards):
+        clip = tfrecords.parse_clip(record)
+        label = int(clip["label"])
+        if label not in frames:
+            frame = tfrecords.decode_frames(clip["frames_png"][:1])[0]
+            frames[label] = (tf.image.resize(tf.cast(frame, tf.float32), [image_size] * 2,
+                                             antialias=True).numpy() / 127.5 - 1.0)
+        if len(frames) >= max(num_actions, 1):
+            break
+    return frames
+
+
 def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
-    """GIFs of the exported model: for each action, videos from the first test clip's first
-    frame, each beside its keypoints (`samples/<action>_<i>.gif`)."""
+    """GIFs of the exported model: for each action, videos from the first frame of the first
+    test clip of that action (as the evaluation conditions: a frame of a clip of the requested
+    action; the first test clip when the action has none), each beside its keypoints
+    (`samples/<action>_<i>.gif`)."""
     import numpy as np
 
     from kp_tf import viz
@@ -171,10 +191,10 @@ def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
     os.makedirs(out, exist_ok=True)
     predictor = Predictor(paths(cfg)["export"])
     shards = tfrecords.shard_paths(cfg.resolved_data_dir, "test")
-    clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shards))))
-    first = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
-    first = tf.image.resize(first, [cfg.image_size] * 2, antialias=True).numpy() / 127.5 - 1.0
+    first_frames = first_frame_per_label(shards, len(predictor.actions), cfg.image_size)
+    fallback = next(iter(first_frames.values()))
     for index, action in enumerate(predictor.actions or ["unconditional"]):
+        first = first_frames.get(index, fallback)
         for i in range(per_action):
             video, keypoints, _ = predictor.predict(first.astype(np.float32), index, i, frames)
             viz.write_gif(os.path.join(out, f"{action}_{i}.gif"),
