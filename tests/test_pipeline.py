@@ -304,6 +304,25 @@ def test_sample_indices():
     np.testing.assert_array_equal(single.upper, 0)
 
 
+def test_pseudo_label_smoothing_in_time():
+    rng = np.random.default_rng(0)
+    t = np.arange(40, dtype=np.float32)
+    static = np.broadcast_to(rng.uniform(-1, 1, (1, 3, 2)), (40, 3, 2)).astype(np.float32)
+    linear = (0.01 * t[:, None, None] * np.ones((1, 3, 2))).astype(np.float32)
+    noisy = (linear + 0.05 * rng.normal(size=linear.shape)).astype(np.float32)
+    assert pipeline.smooth_in_time(noisy, 0.0) is noisy
+    np.testing.assert_allclose(pipeline.smooth_in_time(static, 2.0), static, atol=1e-6)
+    # A linear motion keeps its slope where the window fits (3σ from the ends).
+    np.testing.assert_allclose(pipeline.smooth_in_time(linear, 2.0)[6:-6], linear[6:-6], atol=1e-5)
+    smoothed = pipeline.smooth_in_time(noisy, 2.0).numpy()
+    assert np.abs(smoothed - linear).mean() < 0.4 * np.abs(noisy - linear).mean()
+    # One frame moved: only frames within 3σ change.
+    spike = static.copy()
+    spike[20] += 1.0
+    changed = np.abs(pipeline.smooth_in_time(spike, 1.0).numpy() - static).max(axis=(1, 2)) > 1e-5
+    assert np.flatnonzero(changed).tolist() == list(range(17, 24))
+
+
 def test_stage2_shapes_and_actions(cfg, data):
     ds = pipeline.stage2_sequences(cfg, data["labels_dir"])  # K 4, L 8, A 6, batch 2
     for batch in _batches(ds, 5):

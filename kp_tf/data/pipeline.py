@@ -294,13 +294,30 @@ def action_one_hot(label, num_actions: int):
     return tf.one_hot(label, num_actions, dtype=tf.float32)
 
 
+def smooth_in_time(keypoints, sigma: float):
+    """[T, K, 2] keypoints → the same, each coordinate convolved over time with a Gaussian of
+    σ = `sigma` frames, truncated at 3σ and renormalised at the clip's ends (so a static
+    keypoint stays put and a linear motion keeps its slope away from the ends)."""
+    if sigma <= 0:
+        return keypoints
+    n = tf.shape(keypoints)[0]
+    t = tf.cast(tf.range(n), tf.float32)
+    gap = t[:, None] - t[None, :]
+    weights = tf.exp(-0.5 * tf.square(gap / sigma))
+    weights *= tf.cast(tf.abs(gap) <= 3.0 * sigma, tf.float32)
+    weights /= tf.reduce_sum(weights, axis=1, keepdims=True)
+    return tf.einsum("ts,skc->tkc", weights, keypoints)
+
+
 def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
                      training: bool = True, seed: Optional[int] = None,
                      batch_size: Optional[int] = None,
                      repeat: Optional[bool] = None) -> tf.data.Dataset:
     """Batches of keypoint sequences from pseudo-label TFRecords (`parse_keypoints` records).
 
-    Temporal sampling: `sample_indices` (random start in training, 0 at test). Training
+    The clip's pseudo-labels are first smoothed over time with σ = cfg.pseudo_label_smoothing
+    frames (0: as detected, the original). Temporal sampling: `sample_indices` (random start
+    in training, 0 at test). Training
     augmentation when cfg.augment: `augment.augment_keypoints`, one transform for the first
     frame and the sequence together (rotation U{-15..15}° about (0, 0), x → −x with p = 0.5,
     scale U[0.7, 1.2]); keypoint identities are not permuted by the flip, as in the original.
@@ -325,7 +342,8 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
         time_seed, augment_seed = tf.unstack(
             tf.random.experimental.stateless_split(element_seed, 2))
         samples = sample_indices(record["num_frames"], length, time_seed if training else None)
-        points = samples.interpolate(record["keypoints"])  # [L + 1, K, 2]
+        keypoints = smooth_in_time(record["keypoints"], cfg.pseudo_label_smoothing)
+        points = samples.interpolate(keypoints)  # [L + 1, K, 2]
         if do_augment:
             points = augment.augment_keypoints(points, augment_seed)
         # Static K: pseudo-labels made with another num_keypoints fail here, not in the model.
