@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kp_tf import config
 from kp_tf.data import augment, pipeline, tfrecords
 from kp_tf.data.clip import Clip
 
