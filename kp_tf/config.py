@@ -71,6 +71,7 @@ class Config:
     lambda_l1: float = _f(1000.0, "λ2, weight of the keypoint L1 loss (paper and code: 1000).")
     lambda_sequence_adv: float = _f(2.0, "λ3, weight of the stage-2 adversarial loss (paper: 2; code: 1).")
     lambda_kl: float = _f(1.0, "Weight of the KL term (paper and code: 1).")
+    kl_free_bits: float = _f(0.0, "Free bits: nats per latent dimension below which the KL term stops pulling (0: the plain KL, as the paper).")
     # --- optimisation
     batch_size: int = _f(32, "Global batch size (paper: 32; released code: 16).")
     stage2_batch_size: int = _f(16, "Global batch size of stage 2 (original config: 16).")

@@ -40,14 +40,19 @@ def keypoint_equivariance(keypoints, warped_keypoints, matrix, shift):
     return ops.mean(ops.abs(warped_keypoints - moved))
 
 
-def kl_divergence(mu, log_var):
+def kl_divergence(mu, log_var, free_bits: float = 0.0):
     """KL(N(mu, exp(log_var)) ‖ N(0, I)), summed over latent dims, averaged over the batch.
 
     The paper's eq. (5) KL term. The original code parameterised σ directly through a ReLU
     (so σ ≥ 0 and μ ≥ 0); we use the standard log-variance head instead (README, differences).
+    With `free_bits` > 0 (nats per latent dimension; Kingma et al. 2016), each dimension's
+    batch-mean KL counts as at least that much, so the loss stops pushing a dimension below it
+    and z is not driven to carry nothing (posterior collapse). 0 is the plain KL.
     """
-    per_example = 0.5 * ops.sum(ops.square(mu) + ops.exp(log_var) - log_var - 1.0, axis=-1)
-    return ops.mean(per_example)
+    per_dim = 0.5 * ops.mean(ops.square(mu) + ops.exp(log_var) - log_var - 1.0, axis=0)
+    if free_bits > 0:
+        per_dim = ops.maximum(per_dim, free_bits)
+    return ops.sum(per_dim)
 
 
 def keypoint_l1(predicted, target):

@@ -317,3 +317,20 @@ def test_generator_losses(tiny_config):
     no_d = motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
     assert float(no_d["adversarial"]) == 0.0
     np.testing.assert_allclose(float(no_d["total"]), 0.5 * kl + 10.0 * l1, rtol=1e-5)
+
+
+def test_free_bits_floor_each_dimension_of_the_kl_loss(tiny_config):
+    cfg = tiny_config.replace(lambda_kl=1.0, lambda_l1=0.0, kl_free_bits=0.1)
+    sequence, _, _ = _inputs(cfg)
+    # Half the dimensions carry information (KL 0.5 each), half none (KL 0).
+    mu = np.zeros((3, cfg.latent_dim), "float32")
+    mu[:, : cfg.latent_dim // 2] = 1.0
+    log_var = np.zeros_like(mu)
+    terms = motion.motion_generator_losses(cfg, sequence, sequence, mu, log_var)
+    half = cfg.latent_dim // 2
+    assert float(terms["kl"]) == pytest.approx(0.5 * half)  # reported: the plain KL
+    # Loss: the informative half as it is, the collapsed half counted at 0.1 nats each.
+    assert float(terms["total"]) == pytest.approx(0.5 * half + 0.1 * (cfg.latent_dim - half))
+    plain = motion.motion_generator_losses(cfg.replace(kl_free_bits=0.0), sequence, sequence,
+                                           mu, log_var)
+    assert float(plain["total"]) == pytest.approx(0.5 * half)

@@ -452,13 +452,15 @@ def motion_generator_losses(cfg, reconstruction, target, mu, log_var, fake_logit
 
     Returns:
       {"kl", "l1", "adversarial", "total"} scalars; "l1" is unweighted (mean absolute
-      coordinate error), "total" is the weighted sum to minimise.
+      coordinate error), "kl" the plain KL, "total" the weighted sum to minimise (its KL
+      term floored per dimension at cfg.kl_free_bits when that is > 0).
     """
     kl = losses.kl_divergence(mu, log_var)
+    kl_loss = losses.kl_divergence(mu, log_var, cfg.kl_free_bits) if cfg.kl_free_bits else kl
     l1 = losses.keypoint_l1(reconstruction, target)
     if fake_logits is None:
         adversarial = ops.zeros((), dtype=kl.dtype)
     else:
         adversarial = losses.generator_adversarial_loss(fake_logits)
-    total = cfg.lambda_kl * kl + cfg.lambda_l1 * l1 + cfg.lambda_sequence_adv * adversarial
+    total = cfg.lambda_kl * kl_loss + cfg.lambda_l1 * l1 + cfg.lambda_sequence_adv * adversarial
     return {"kl": kl, "l1": l1, "adversarial": adversarial, "total": total}
