@@ -92,18 +92,6 @@ def test_pseudo_labels_are_the_detectors_keypoints(tiny_run):  # noqa: F811
     np.testing.assert_allclose(labels[clip["clip_id"].numpy().decode()][2], expected, atol=1e-5)
 
 
-def test_pseudo_label_input_is_scaled_and_resized_to_the_detector(tiny_run):  # noqa: F811
-    shards = tfrecords.shard_paths(tiny_run.data_dir, "test")
-    frames = tfrecords.decode_frames(
-        tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shards))))["frames_png"]).numpy()
-    size = frames.shape[1]
-    _, _, same = next(iter(pl._decoded_clips(shards, size)))
-    np.testing.assert_allclose(same.numpy(), frames / 127.5 - 1.0, atol=1e-6)
-    _, _, half = next(iter(pl._decoded_clips(shards, size // 2)))
-    assert half.shape == (len(frames), size // 2, size // 2, 3)
-    np.testing.assert_allclose(half.numpy().mean(), same.numpy().mean(), atol=0.02)
-
-
 def test_rerun_skips_finished_steps(tiny_run, capsys):  # noqa: F811
     before_run, before_data = _snapshot(tiny_run.logdir), _snapshot(tiny_run.data_dir)
     capsys.readouterr()
@@ -242,14 +230,15 @@ def test_samples_start_from_a_clip_of_the_requested_action(tiny_run):  # noqa: F
     clips = [tfrecords.parse_clip(r) for r in tf.data.TFRecordDataset(shards)]
     labels = [int(c["label"]) for c in clips]
     size = tiny_run.cfg.image_size
-    frames = run.first_frame_per_label(shards, max(labels) + 1, size)
+    frames = run.first_frame_per_label(tiny_run.cfg, tiny_run.data_dir, "test", max(labels) + 1)
     assert sorted(frames) == sorted(set(labels))
     for label, frame in frames.items():
         clip = clips[labels.index(label)]
         want = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0] / 127.5 - 1.0
         assert frame.shape == (size, size, 3)
         np.testing.assert_allclose(frame, want, atol=1e-5)
-    assert list(run.first_frame_per_label(shards, 0, size)) == [labels[0]]
+    first = run.first_frame_per_label(tiny_run.cfg, tiny_run.data_dir, "test", 0)
+    assert list(first) == [labels[0]]
 
 
 def test_samples_stage_writes_a_gif_per_action(tiny_run):  # noqa: F811

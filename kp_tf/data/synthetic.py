@@ -2,10 +2,10 @@
 
 Every clip is a 3-D stick-and-blob figure (14 joints, per-clip proportions, colours, limb
 thickness, yaw, size and position) animated by a class-specific periodic motion with random
-period and amplitude, starting at the action's onset (as Penn Action's clips do), projected orthographically and rendered with anti-aliasing
-(drawn at `_SUPERSAMPLE`× and box-downsampled). A clip is a pure function of
-(seed, split, index, size, num_frames, background), so the dataset needs no download and its
-ground-truth joints are exact.
+period and amplitude, starting at the action's onset (as Penn Action's clips do), projected
+orthographically and rendered with anti-aliasing (drawn at `_SUPERSAMPLE`× and
+box-downsampled). A clip is a pure function of (seed, split, index, size, num_frames,
+background), so the dataset needs no download and its ground-truth joints are exact.
 
 Run `python -m kp_tf.data.synthetic --out=DIR --count=N` to write GIF previews.
 """

@@ -1,9 +1,9 @@
 """Pseudo-labels: the trained detector's keypoints on every frame of every clip (paper §3.2).
 
 Any K and any clip length (the original hard-coded 40 keypoints and 663 frames): frames of
-consecutive clips go through the detector together in batches of about 256. Output: one TFRecord per split in
-`kp_tf.data.tfrecords.serialize_keypoints` format plus `manifest.json`, which records the
-detector checkpoint that made them; `is_current` tells when they are stale.
+consecutive clips go through the detector together in batches of about 256. Output: one
+TFRecord per split in `kp_tf.data.tfrecords.serialize_keypoints` format plus `manifest.json`,
+which records the detector checkpoint that made them; `is_current` tells when they are stale.
 """
 
 from __future__ import annotations
@@ -17,41 +17,27 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kp_tf.data import tfrecords
+from kp_tf.data import pipeline, tfrecords
 
 MANIFEST = "manifest.json"
 
 
-def _decoded_clips(shards, image_size: int) -> tf.data.Dataset:
-    """(clip_id, label, frames float32 [T, S, S, 3] in [-1, 1]) per clip, decoded in parallel
-    (graph-mode PNG decoding overlaps the detector; eager decoding took a third of the time)."""
-    def decode(record):
-        clip = tfrecords.parse_clip(record)
-        x = tf.cast(tfrecords.decode_frames(clip["frames_png"]), tf.float32)
-        x = tf.cond(tf.reduce_all(tf.shape(x)[1:3] == image_size), lambda: x,
-                    lambda: tf.image.resize(x, [image_size, image_size], antialias=True))
-        x = tf.ensure_shape(x, [None, image_size, image_size, 3])
-        return clip["clip_id"], clip["label"], x / 127.5 - 1.0
-
-    return (tf.data.TFRecordDataset(shards)
-            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(4))
-
-
 def detect_clips(detect, clips, frames_per_batch: int = 256):
-    """Yields (clip_id, label, keypoints float32 [T, K, 2]) for `_decoded_clips`' items, in
-    order; frames of consecutive clips share detector calls of about `frames_per_batch`
-    (measured: 15 % faster per frame than one call per 48-frame clip)."""
+    """Yields (clip_id, label, keypoints float32 [T, K, 2]) for `pipeline.clip_sequences`
+    elements, in order; frames of consecutive clips share detector calls of about
+    `frames_per_batch` (measured: 15 % faster per frame than one call per 48-frame clip)."""
     pending, count = [], 0
 
     def flush():
-        keypoints = np.asarray(detect(tf.concat([x for _, _, x in pending], 0)))
+        frames = tf.concat([x for _, _, x in pending], 0)
+        keypoints = np.asarray(detect(tf.cast(frames, tf.float32) / 127.5 - 1.0))
         splits = np.cumsum([len(x) for _, _, x in pending])[:-1]
         for (clip_id, label, _), k in zip(pending, np.split(keypoints, splits)):
             yield clip_id.numpy().decode(), int(label), k
 
-    for clip_id, label, x in clips:
-        pending.append((clip_id, label, x))
+    for clip in clips:
+        x = clip["frames"]
+        pending.append((clip["clip_id"], clip["label"], x))
         count += int(x.shape[0])
         if count >= frames_per_batch:
             yield from flush()
@@ -97,8 +83,10 @@ def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: s
         tmp = final + ".tmp"
         clips = frames = 0
         with tf.io.TFRecordWriter(tmp) as writer:
+            # clip_sequences decodes the PNGs in a parallel map (graph mode), overlapping the
+            # detector; eager decoding had taken a third of the time.
             for clip_id, label, keypoints in detect_clips(
-                    detect, _decoded_clips(shards, cfg.image_size)):
+                    detect, pipeline.clip_sequences(cfg, data_dir, split)):
                 writer.write(tfrecords.serialize_keypoints(clip_id, label, keypoints))
                 clips += 1
                 frames += len(keypoints)

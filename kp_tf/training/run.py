@@ -151,19 +151,14 @@ def export(cfg) -> str:
     return out
 
 
-def first_frame_per_label(shards, num_actions: int, image_size: int) -> dict:
-    """{label: first frame of the first clip of that label in `shards`}, float32 [S, S, 3] in
-    [-1, 1]; reads until every label in [0, num_actions) is found (one clip if 0)."""
-    from kp_tf.data import tfrecords
+def first_frame_per_label(cfg, data_dir: str, split: str, num_actions: int) -> dict:
+    """{label: first frame of the first clip of that label}, float32 [S, S, 3] in [-1, 1];
+    reads until every label in [0, num_actions) is found (one clip if 0)."""
+    from kp_tf.data import pipeline
 
     frames = {}
-    for record in tf.data.TFRecordDataset(shards):
-        clip = tfrecords.parse_clip(record)
-        label = int(clip["label"])
-        if label not in frames:
-            frame = tfrecords.decode_frames(clip["frames_png"][:1])[0]
-            frames[label] = (tf.image.resize(tf.cast(frame, tf.float32), [image_size] * 2,
-                                             antialias=True).numpy() / 127.5 - 1.0)
+    for clip in pipeline.clip_sequences(cfg, data_dir, split, frames=1):
+        frames.setdefault(int(clip["label"]), clip["frames"][0].numpy() / 127.5 - 1.0)
         if len(frames) >= max(num_actions, 1):
             break
     return frames
@@ -177,7 +172,6 @@ def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
     import numpy as np
 
     from kp_tf import viz
-    from kp_tf.data import tfrecords
     from kp_tf.predict import Predictor
 
     from kp_tf.export import EXPORT_INFO
@@ -190,8 +184,8 @@ def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
         return out  # already made from this export
     os.makedirs(out, exist_ok=True)
     predictor = Predictor(paths(cfg)["export"])
-    shards = tfrecords.shard_paths(cfg.resolved_data_dir, "test")
-    first_frames = first_frame_per_label(shards, len(predictor.actions), cfg.image_size)
+    first_frames = first_frame_per_label(cfg, cfg.resolved_data_dir, "test",
+                                         len(predictor.actions))
     fallback = next(iter(first_frames.values()))
     for index, action in enumerate(predictor.actions or ["unconditional"]):
         first = first_frames.get(index, fallback)
