@@ -352,6 +352,16 @@ def test_stage2_temporal_sampling(cfg, data):
                 np.testing.assert_allclose(np.diff(times), gap, atol=1e-3)
             np.testing.assert_allclose(seq[:, :, 1], np.tile(np.arange(4) / 10, (8, 1)),
                                        atol=1e-6)
+    starts = {int(round(float(first[0, 0]) * 100))
+              for batch in _batches(pipeline.stage2_sequences(plain, data["labels_dir"]), 10)
+              for first in batch["first"]}
+    assert len(starts) > 1  # random starts in the long clips
+    # Without random starts training reads the test windows (clips that start at the onset).
+    fixed = plain.replace(stage2_random_start=False)
+    for batch in _batches(pipeline.stage2_sequences(fixed, data["labels_dir"]), 10):
+        for label, first, seq in zip(batch["label"], batch["first"], batch["sequence"]):
+            np.testing.assert_allclose(first[:, 0], 0.0)
+            np.testing.assert_allclose(seq[:, 0, 0], test["sequence"][label, :, 0, 0], atol=1e-6)
 
 
 def test_stage2_augmentation_is_one_similarity_for_the_whole_sample(cfg, data):

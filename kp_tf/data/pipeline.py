@@ -317,7 +317,7 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
 
     The clip's pseudo-labels are first smoothed over time with σ = cfg.pseudo_label_smoothing
     frames (0: as detected, the original). Temporal sampling: `sample_indices` (random start
-    in training, 0 at test). Training
+    in training unless cfg.stage2_random_start is false, 0 at test). Training
     augmentation when cfg.augment: `augment.augment_keypoints`, one transform for the first
     frame and the sequence together (rotation U{-15..15}° about (0, 0), x → −x with p = 0.5,
     scale U[0.7, 1.2]); keypoint identities are not permuted by the flip, as in the original.
@@ -341,7 +341,8 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
         record = tfrecords.parse_keypoints(serialized)
         time_seed, augment_seed = tf.unstack(
             tf.random.experimental.stateless_split(element_seed, 2))
-        samples = sample_indices(record["num_frames"], length, time_seed if training else None)
+        random_start = training and cfg.stage2_random_start
+        samples = sample_indices(record["num_frames"], length, time_seed if random_start else None)
         keypoints = smooth_in_time(record["keypoints"], cfg.pseudo_label_smoothing)
         points = samples.interpolate(keypoints)  # [L + 1, K, 2]
         if do_augment:
