@@ -25,7 +25,9 @@ Metrics (--metrics; each is recorded with N, T, the seed and the export's checkp
              dataset, split, T, S, sampling, N and the shards' checksums.
   action     protocols §3: accuracy of a (2+1)-D conv classifier trained on real training clips
              (kp_tf.evaluation.action; stored with the data and reused) on the real frames 1..T
-             (the ceiling) and on each generated set (the clip's action is the target).
+             (the ceiling) and on each generated set (the clip's action is the target); and
+             of the same network reading only x_t − x_0 ("action_motion"), which a still video
+             cannot fool (the frames alone can name the action, see kp_tf.evaluation.action).
   diversity  protocols §5 (model only): mean pairwise L1 between the S samples of one clip, of
              the keypoint sequences (normalised coordinates) and of the videos ([0, 1] pixels),
              averaged over clips.
@@ -437,16 +439,21 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         from kp_tf.evaluation import action as action_lib
 
         t0 = time.perf_counter()
-        clf = action_lib.load_or_train(data_dir, frames=frames, image_size=s,
-                                       directory=classifier_dir, log=log, **(classifier or {}))
-        report["classifier"] = {k: clf.info.get(k) for k in
-                                ("what", "settings", "num_parameters", "steps", "train_seconds",
-                                 "stopped_by_time_budget", "test_accuracy")}
-        report["classifier"]["path"] = action_lib.classifier_paths(
-            classifier_dir or os.path.join(data_dir, action_lib.CLASSIFIER_DIR), frames, s)[0]
-        for name in ("real",) + SETS:
-            result = clf.accuracy(np.stack(sets[name]), set_labels[name])
-            report["sets"][name]["action"] = {**result, **stamp}
+        # The protocol's classifier on frames, and one on x_t − x_0 that a still video cannot fool.
+        for key, motion_only in (("action", False), ("action_motion", True)):
+            clf = action_lib.load_or_train(data_dir, frames=frames, image_size=s,
+                                           directory=classifier_dir, log=log,
+                                           **{**(classifier or {}), "motion_only": motion_only})
+            info = {k: clf.info.get(k) for k in ("what", "settings", "num_parameters", "steps",
+                                                 "train_seconds", "stopped_by_time_budget",
+                                                 "test_accuracy")}
+            info["path"] = action_lib.classifier_paths(
+                classifier_dir or os.path.join(data_dir, action_lib.CLASSIFIER_DIR), frames, s,
+                motion_only)[0]
+            report["classifier" if key == "action" else "classifier_motion"] = info
+            for name in ("real",) + SETS:
+                result = clf.accuracy(np.stack(sets[name]), set_labels[name])
+                report["sets"][name][key] = {**result, **stamp}
         timings["action_s"] = time.perf_counter() - t0
 
     # 5. FVD ----------------------------------------------------------------------------------
@@ -606,18 +613,21 @@ def format_markdown(report: dict) -> str:
              f"{r['samples']} model samples per clip, seed {r['seed']}; sampling: "
              f"{r['sampling']['rule']}.", ""]
     sets = r["sets"]
-    header = ["set", "N", "FVD", "action acc.", "diversity kp", "diversity video",
+    header = ["set", "N", "FVD", "action acc.", "action acc. (motion)", "diversity kp",
+              "diversity video",
               "L1", "PSNR (dB)", "SSIM"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in ("real",) + SETS:
         row = sets.get(name, {})
         fvd = row.get("fvd", {}).get("value") if "fvd" in row else None
         act = row.get("action", {}).get("accuracy") if "action" in row else None
+        act_motion = row.get("action_motion", {}).get("accuracy")
         div = row.get("diversity", {})
         rec = row.get("recon", {})
         label = "real (ceiling)" if name == "real" else name
         lines.append("| " + " | ".join([
             label, str(row.get("N", "—")), _fmt(fvd, 1), _fmt(act, pct=True),
+            _fmt(act_motion, pct=True),
             _fmt(div.get("keypoints", {}).get("mean"), 4), _fmt(div.get("video", {}).get("mean"), 4),
             _fmt(rec.get("l1", {}).get("mean"), 4), _fmt(rec.get("psnr", {}).get("mean"), 2),
             _fmt(rec.get("ssim", {}).get("mean"), 3)]) + " |")
@@ -631,6 +641,11 @@ def format_markdown(report: dict) -> str:
         notes.append(f"Action accuracy: (2+1)-D conv classifier trained on real training clips "
                      f"({c.get('steps')} steps, {c.get('train_seconds')} s); the target is the "
                      f"clip's own action; the real row is its ceiling on these frames.")
+    if "classifier_motion" in r:
+        c = r["classifier_motion"]
+        notes.append(f"Action accuracy (motion): the same network reading x_t − x_0 only "
+                     f"({c.get('steps')} steps, {c.get('train_seconds')} s): a still video is "
+                     f"all zeros to it, so the static baseline gets one class for every clip.")
     if "recon" in sets.get("oracle", {}):
         notes.append("L1 / PSNR / SSIM: every generated frame vs the real frame at the same step "
                      "([0, 1] pixels); oracle = stage-1 reconstruction, static = copying frame 0.")

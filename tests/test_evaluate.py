@@ -190,9 +190,15 @@ def test_evaluate_writes_reports(report_dir, tiny_run):
     sets = report["sets"]
     assert {k: v["N"] for k, v in sets.items()} == {"real": 3, "static": 3, "oracle": 3, "model": 6}
     for name in ("real", "static", "oracle", "model"):
-        acc = sets[name]["action"]
-        assert 0.0 <= acc["accuracy"] <= 1.0 and acc["N"] == sets[name]["N"]
-        assert acc["frames"] == FRAMES and acc["seed"] == 3 and acc["steps"]["stage2"] == 2
+        for key in ("action", "action_motion"):
+            acc = sets[name][key]
+            assert 0.0 <= acc["accuracy"] <= 1.0 and acc["N"] == sets[name]["N"]
+            assert acc["frames"] == FRAMES and acc["seed"] == 3 and acc["steps"]["stage2"] == 2
+    # The motion-only classifier sees every still video as zeros: one class for all of them.
+    static_motion = np.asarray(sets["static"]["action_motion"]["confusion"])
+    assert (static_motion.sum(axis=0) > 0).sum() == 1
+    assert report["classifier_motion"]["path"].endswith("_motion.keras")
+    assert "motion-only" in report["classifier_motion"]["what"]
     for name in ("static", "oracle", "model"):
         recon = sets[name]["recon"]
         assert set(recon) >= {"l1", "psnr", "ssim", "N", "N_frames", "frames", "seed", "steps"}
@@ -211,7 +217,7 @@ def test_evaluate_writes_reports(report_dir, tiny_run):
     assert report["classifier"]["steps"] == CLASSIFIER_STEPS
     assert report["timing"]["total_s"] > 0
     md = (report_dir / "report.md").read_text()
-    for text in ("| set | N | FVD | action acc.", "| static |", "| oracle |", "| model |",
+    for text in ("| set | N | FVD | action acc. | action acc. (motion) |", "| static |", "| oracle |", "| model |",
                  "Keypoint regression", "Class consistency", "stage 2 step 2"):
         assert text in md
     assert not [p for p in os.listdir(report_dir) if p.endswith(".tmp")]
@@ -226,7 +232,7 @@ def test_evaluate_reuses_the_classifier_and_skips_what_does_not_apply(report_dir
     report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir,
                                metrics="action,diversity", samples=1, frames=FRAMES,
                                max_videos=2, classifier_dir=str(report_dir / "clf"))
-    assert "reusing" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("reusing") == 2  # the frames and the motion classifier
     assert report["sets"]["model"]["action"]["N"] == 2
     assert "diversity" in report["skipped"]
     with pytest.raises(evaluate.EvaluationError, match="unknown metrics"):
