@@ -359,3 +359,47 @@ def test_stage1_reconstruction_against_copying(tiny_run, tmp_path):
     assert report["copy_reference"]["l1"]["mean"] == pytest.approx(copy_l1, rel=1e-4)
     assert report["step"] == tiny_run.cfg.stage1_steps and report["clips"] == 4
     assert glob.glob(os.path.join(logdir, "keypoints", "test", "events*"))
+
+
+def _toy_motion(rng, labels, frames=6, k=3):
+    """Class 0 stands still, class 1 moves keypoint 0 right, class 2 keypoint 1 down; per-clip
+    k_0 and amplitude vary."""
+    t = np.arange(frames + 1) / frames
+    seq = np.repeat(rng.uniform(-0.5, 0.5, (len(labels), 1, k, 2)), frames + 1, axis=1)
+    amp = rng.uniform(0.2, 0.3, len(labels))[:, None]
+    seq[labels == 1, :, 0, 0] += amp[labels == 1] * t
+    seq[labels == 2, :, 1, 1] += amp[labels == 2] * t
+    return seq + rng.normal(0, 0.005, seq.shape)
+
+
+def test_motion_baselines_find_consistent_classes_and_copy_the_nearest_clip():
+    from kp_tf.evaluation import motion_baselines as mb
+
+    rng = np.random.default_rng(0)
+    train_labels, test_labels = np.arange(60) % 3, np.arange(15) % 3
+    train, test = _toy_motion(rng, train_labels), _toy_motion(rng, test_labels)
+    report = mb.baselines(train, train_labels, test, test_labels, 3)
+    for name in ("class_mean", "nearest_k0", "real_control"):
+        assert report[name]["row_min_on_diagonal"] == [True] * 3, name
+        assert np.asarray(report[name]["matrix"]).shape == (3, 3)
+    assert report["nearest_k0_l1_to_own_future"] < report["repeat_k0_l1"]
+    real, predicted = report["mean_abs_displacement"].values()
+    assert real[0] < 0.01 and predicted[0] < 0.01 and min(real[1:] + predicted[1:]) > 0.005
+    # With the training clips as test clips, the nearest k_0 is the clip itself: its own future.
+    exact = mb.baselines(train, train_labels, train, train_labels, 3)
+    assert exact["nearest_k0_l1_to_own_future"] == pytest.approx(0.0, abs=1e-12)
+    rows = mb.predict(train, train_labels, test[:, 0], 3)["nearest_k0"]
+    assert len(rows) == 3 and rows[1].shape == test.shape
+    np.testing.assert_array_equal(rows[2][:, 0], test[:, 0])
+
+
+def test_motion_baselines_command_on_a_run(tiny_run, capsys):
+    from kp_tf.evaluation import motion_baselines as mb
+
+    assert mb.main([f"--logdir={tiny_run.logdir}", "--frames=4"]) == 0
+    out = capsys.readouterr().out
+    for name in ("class_mean", "nearest_k0", "real_control"):
+        assert f"{name}: " in out and "/6 rows on the diagonal" in out
+    report = mb.run(tiny_run.logdir, frames=4)
+    assert report["frames"] == 4 and report["N_test"] == 4 and report["N_train"] == 8
+    assert np.asarray(report["class_mean"]["matrix"]).shape == (6, 6)

@@ -1,0 +1,131 @@
+"""What motion a deterministic predictor could reach on a run's pseudo-labels (issue 4's matrix).
+
+The class matrix of `evaluate --metrics=classes` asks whether keypoint motion generated for
+action a is nearer the real motion of class a than of any other class. Before blaming the
+motion generator for a failing row, this module measures two predictors that need no training
+and no latent code, built from the *training* pseudo-labels:
+
+  class_mean  k_0 + the mean displacement (k_t − k_0) of the training clips of class a;
+  nearest_k0  k_0 + the displacement of the training clip of class a whose first keypoints
+              (centred on their mean) are nearest k_0 (mean L1): it follows where each
+              keypoint sits on this figure, as a conditional model could.
+
+and, as `evaluate` does, the real test sequences against leave-one-out class means (the
+control). If a row fails for both predictors, the pseudo-labels do not carry that class's
+motion consistently across clips (e.g. different keypoints follow the legs on different
+figures), and no generator conditioned on k_0 and the action alone is expected to pass it.
+
+Run: `python -m kp_tf.evaluation.motion_baselines --logdir=runs/synthetic [--frames=16]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from kp_tf.evaluation import metrics
+
+
+def load_sequences(cfg, pseudo_label_dir: str, split: str, smoothing: float):
+    """Every clip's test window (frame 0 on, `pipeline.sample_indices` without a seed) →
+    (float64 [N, L + 1, K, 2], int labels [N])."""
+    from kp_tf.data import pipeline
+
+    c = cfg.replace(pseudo_label_smoothing=smoothing, augment=False)
+    firsts, seqs, labels = [], [], []
+    for batch in pipeline.stage2_sequences(c, pseudo_label_dir, split, training=False,
+                                           batch_size=256):
+        firsts.append(batch["first"].numpy())
+        seqs.append(batch["sequence"].numpy())
+        labels.append(batch["label"].numpy())
+    if not labels:
+        raise ValueError(f"{pseudo_label_dir}: no {split} pseudo-labels")
+    seq = np.concatenate([np.concatenate(firsts)[:, None], np.concatenate(seqs)], 1)
+    return seq.astype(np.float64), np.concatenate(labels)
+
+
+def predict(train, train_labels, test_first, num_classes: int) -> dict:
+    """{predictor name: [A arrays [N_test, T + 1, K, 2]]}: the motion each predictor gives every
+    test clip's first keypoints (`test_first` [N, K, 2]) for every class a (rows of the matrix)."""
+    train_disp = train[:, 1:] - train[:, :1]
+    centred = lambda k: k - k.mean(axis=1, keepdims=True)  # noqa: E731
+    test_c, train_c = centred(test_first), centred(train[:, 0])
+    out = {"class_mean": [], "nearest_k0": []}
+    for a in range(num_classes):
+        idx = np.flatnonzero(train_labels == a)
+        if len(idx) == 0:
+            raise ValueError(f"no training clip of class {a}")
+        mean_disp = train_disp[idx].mean(axis=0)
+        dist = np.abs(test_c[:, None] - train_c[idx][None]).mean(axis=(2, 3))
+        nearest = train_disp[idx[np.argmin(dist, axis=1)]]
+        for name, disp in (("class_mean", np.broadcast_to(mean_disp, nearest.shape)),
+                           ("nearest_k0", nearest)):
+            out[name].append(np.concatenate([test_first[:, None], test_first[:, None] + disp], 1))
+    return out
+
+
+def baselines(train, train_labels, test, test_labels, num_classes: int) -> dict:
+    """Nearest-class-mean matrices (rows: predicted or real class a, columns: real class b)
+    of both predictors and of the real test sequences themselves (leave-one-out)."""
+    real = [test[test_labels == b] for b in range(num_classes)]
+    predicted = predict(train, train_labels, test[:, 0], num_classes)
+    report = {}
+    for name, rows in predicted.items():
+        d = metrics.class_distance_matrix(rows, real, relative=True, to_class_mean=True)
+        report[name] = {"matrix": d.tolist(), **metrics.diagonal_minimum(d)}
+    d = metrics.class_distance_matrix(real, real, relative=True, exclude_self=True,
+                                      to_class_mean=True)
+    report["real_control"] = {"matrix": d.tolist(), **metrics.diagonal_minimum(d)}
+    own = np.stack([predicted["nearest_k0"][c][i] for i, c in enumerate(test_labels)])
+    report["nearest_k0_l1_to_own_future"] = float(np.abs(own[:, 1:] - test[:, 1:]).mean())
+    report["repeat_k0_l1"] = float(np.abs(test[:, 1:] - test[:, :1]).mean())
+    disp = lambda x: x[:, 1:] - x[:, :1]  # noqa: E731
+    report["mean_abs_displacement"] = {
+        "real": [float(np.abs(disp(r)).mean()) if len(r) else float("nan") for r in real],
+        "class_mean_predictor": [float(np.abs(disp(train[train_labels == a]).mean(0)).mean())
+                                 for a in range(num_classes)]}
+    return report
+
+
+def run(logdir: str, frames: Optional[int] = 16) -> dict:
+    from kp_tf import config as config_lib
+
+    with open(os.path.join(logdir, "motion", "config.json")) as f:
+        stored = json.load(f)
+    cfg = config_lib.Config(**{k: v for k, v in stored.items() if k in config_lib.FIELDS})
+    labels_dir = os.path.join(logdir, "pseudo_labels")
+    # Training clips as stage 2 reads them (smoothed); test clips as detected, as evaluate does.
+    train, train_labels = load_sequences(cfg, labels_dir, "train", cfg.pseudo_label_smoothing)
+    test, test_labels = load_sequences(cfg, labels_dir, "test", 0.0)
+    if frames:
+        train, test = train[:, :frames + 1], test[:, :frames + 1]
+    report = baselines(train, train_labels, test, test_labels, cfg.num_actions)
+    report.update({"logdir": logdir, "frames": int(train.shape[1] - 1),
+                   "N_train": int(len(train)), "N_test": int(len(test))})
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kp_tf.evaluation.motion_baselines",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--logdir", required=True, help="a run with motion/config.json and pseudo_labels/")
+    p.add_argument("--frames", type=int, default=16, help="T steps after k_0, as evaluate's default")
+    args = p.parse_args(argv)
+    report = run(args.logdir, args.frames)
+    for name in ("class_mean", "nearest_k0", "real_control"):
+        rows = report[name]["row_min_on_diagonal"]
+        print(f"{name:>12}: {sum(rows)}/{len(rows)} rows on the diagonal {rows}")
+    print(f"nearest_k0 L1 to the clip's own future {report['nearest_k0_l1_to_own_future']:.4f} "
+          f"(repeating k_0: {report['repeat_k0_l1']:.4f})")
+    disp = report["mean_abs_displacement"]
+    print("mean |k_t − k_0| per class: real", np.round(disp["real"], 4).tolist(),
+          "| class-mean predictor", np.round(disp["class_mean_predictor"], 4).tolist())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
