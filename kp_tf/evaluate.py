@@ -614,13 +614,12 @@ def format_markdown(report: dict) -> str:
              f"{r['sampling']['rule']}.", ""]
     sets = r["sets"]
     header = ["set", "N", "FVD", "action acc.", "action acc. (motion)", "diversity kp",
-              "diversity video",
-              "L1", "PSNR (dB)", "SSIM"]
+              "diversity video", "L1", "PSNR (dB)", "SSIM"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in ("real",) + SETS:
         row = sets.get(name, {})
         fvd = row.get("fvd", {}).get("value") if "fvd" in row else None
-        act = row.get("action", {}).get("accuracy") if "action" in row else None
+        act = row.get("action", {}).get("accuracy")
         act_motion = row.get("action_motion", {}).get("accuracy")
         div = row.get("diversity", {})
         rec = row.get("recon", {})

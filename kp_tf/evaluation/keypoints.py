@@ -123,11 +123,9 @@ def write_overlay_gif(detector, w, data_dir: str, image_size: int, path: str, cl
 
 def main(argv):
     del argv
-    from kp_tf import config
     from kp_tf.training import run
 
-    with open(os.path.join(FLAGS.logdir, "keypoints", "config.json")) as f:
-        cfg = config.Config(**json.load(f))
+    cfg = run.read_config(os.path.join(FLAGS.logdir, "keypoints"))
     checkpoint = run.latest_checkpoint(os.path.join(FLAGS.logdir, "keypoints"))
     detector = run.restore_detector(cfg, checkpoint)
     data_dir = FLAGS.data_dir or cfg.resolved_data_dir

@@ -21,7 +21,6 @@ Run: `python -m kp_tf.evaluation.motion_baselines --logdir=runs/synthetic [--fra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Optional
 
@@ -92,11 +91,9 @@ def baselines(train, train_labels, test, test_labels, num_classes: int) -> dict:
 
 
 def run(logdir: str, frames: Optional[int] = 16) -> dict:
-    from kp_tf import config as config_lib
+    from kp_tf.training import run as run_lib
 
-    with open(os.path.join(logdir, "motion", "config.json")) as f:
-        stored = json.load(f)
-    cfg = config_lib.Config(**{k: v for k, v in stored.items() if k in config_lib.FIELDS})
+    cfg = run_lib.read_config(os.path.join(logdir, "motion"))
     labels_dir = os.path.join(logdir, "pseudo_labels")
     # Training clips as stage 2 reads them (smoothed); test clips as detected, as evaluate does.
     train, train_labels = load_sequences(cfg, labels_dir, "train", cfg.pseudo_label_smoothing)

@@ -89,12 +89,11 @@ def write_grid(logdir: str, grid: dict, step: int, tag: str) -> None:
 
 def main(argv):
     del argv
-    from kp_tf import config, losses
+    from kp_tf import losses
     from kp_tf.training import run
 
     stage_dir = os.path.join(FLAGS.logdir, "keypoints")
-    with open(os.path.join(stage_dir, "config.json")) as f:
-        cfg = config.Config(**json.load(f))
+    cfg = run.read_config(stage_dir)
     checkpoint = run.latest_checkpoint(stage_dir)
     if checkpoint is None:
         raise SystemExit(f"error: no stage-1 checkpoint in {stage_dir}")

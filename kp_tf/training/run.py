@@ -39,6 +39,16 @@ def _write_config(cfg, directory):
         json.dump(dataclasses.asdict(cfg), f, indent=2)
 
 
+def read_config(stage_dir: str):
+    """The Config a stage was trained with (its `config.json`); fields this code does not
+    know are ignored, fields the file lacks (an older run) take their defaults."""
+    from kp_tf import config
+
+    with open(os.path.join(stage_dir, "config.json")) as f:
+        stored = json.load(f)
+    return config.Config(**{k: v for k, v in stored.items() if k in config.FIELDS})
+
+
 def prepare_data(cfg) -> str:
     """Returns the data folder; the generated datasets are made on first use.
 
