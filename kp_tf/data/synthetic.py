@@ -40,9 +40,7 @@ BACKGROUNDS = ("plain", "cluttered")
 # 12-24): with random phases even real sequences were no nearer their own class than others
 # (class-matrix control 1/6 on true joints), so the action was not recoverable from k_0 and
 # the motion, and the L1-best future hardly depended on it; now 6/6.
-# 4: a trial (left and right limbs in different colours) that was not kept. 5: waves sweep
-# the arm over a wide arc (see _motion).
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 3
 
 # Second entry of each clip's seed sequence: clips of different splits never share a stream.
 SPLIT_SEED_OFFSETS = {"train": 0, "val": 1, "test": 2}
@@ -121,14 +119,9 @@ def _motion(action: str, phase: np.ndarray, amp: float, rng: np.random.Generator
         m[f"{side}_forearm_flex"] = 12.0
         m[f"{side}_thigh_abd"] = m[f"{side}_shin_abd"] = 3.0
     if action in ("wave1", "wave2"):
-        # The raised arm sweeps a wide arc, from about shoulder height to over the head, the
-        # forearm leading (as Weizmann's waves). v3's hand moved ±45° at the top of a still
-        # arm: the detected keypoints hardly moved (mean |k_t − k_0| 0.010 vs 0.04-0.10 for
-        # the other actions), so wave1 and wave2 were barely apart even for real sequences
-        # (nearest-class-mean control 0.0141 vs 0.0142) and the sample GIFs looked still.
         for side in ("r", "l") if action == "wave2" else ("r",):
-            m[f"{side}_upper_arm_abd"] = 110.0 + 45.0 * amp * s
-            m[f"{side}_forearm_abd"] = m[f"{side}_upper_arm_abd"] + 15.0 + 20.0 * amp * s
+            m[f"{side}_upper_arm_abd"] = 145.0 + 12.0 * amp * s
+            m[f"{side}_forearm_abd"] = 170.0 + 45.0 * amp * s
             m[f"{side}_forearm_flex"] = 0.0
     elif action == "jack":
         for side in "rl":
