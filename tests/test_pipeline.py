@@ -370,6 +370,13 @@ def test_stage2_temporal_sampling(cfg, data):
         for label, first, seq in zip(batch["label"], batch["first"], batch["sequence"]):
             np.testing.assert_allclose(first[:, 0], 0.0)
             np.testing.assert_allclose(seq[:, 0, 0], test["sequence"][label, :, 0, 0], atol=1e-6)
+    # Smoothing keeps the conditioning frame where it was detected and a linear motion as it
+    # is (these keypoints move linearly): k_0 is not pulled into the motion that follows.
+    smoothed = _batches(pipeline.stage2_sequences(plain.replace(pseudo_label_smoothing=2.0),
+                                                  data["labels_dir"], training=False,
+                                                  batch_size=5), 1)[0]
+    np.testing.assert_allclose(smoothed["first"], test["first"], atol=1e-6)
+    np.testing.assert_allclose(smoothed["sequence"], test["sequence"], atol=1e-5)
 
 
 def test_stage2_augmentation_is_one_similarity_for_the_whole_sample(cfg, data):

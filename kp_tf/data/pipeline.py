@@ -313,12 +313,17 @@ def smooth_in_time(keypoints, sigma: float):
     keypoints = tf.convert_to_tensor(keypoints)
     radius = max(int(math.ceil(3.0 * sigma)), 1)
     n = tf.shape(keypoints)[0]
+    # Reflecting about frame 0 and then about frame m = n − 1 shifts by 2m frames and adds
+    # 2·(x_m − x_0), so index j is r = j mod 2m of the once-reflected clip plus that many
+    # shifts; clips shorter than the kernel are continued too (a one-frame clip stays put).
+    m = tf.maximum(n - 1, 1)
     j = tf.range(-radius, n + radius)
-    low, high = j < 0, j > n - 1
-    mirrored = tf.clip_by_value(tf.where(low, -j, tf.where(high, 2 * (n - 1) - j, j)), 0, n - 1)
-    padded = tf.gather(keypoints, mirrored)
-    padded = tf.where(low[:, None, None], 2.0 * keypoints[:1] - padded,
-                      tf.where(high[:, None, None], 2.0 * keypoints[-1:] - padded, padded))
+    periods, r = tf.math.floordiv(j, 2 * m), tf.math.floormod(j, 2 * m)
+    first, last = keypoints[:1], keypoints[-1:]
+    inside = tf.gather(keypoints, tf.minimum(r, n - 1))
+    mirrored = 2.0 * last - tf.gather(keypoints, tf.clip_by_value(2 * m - r, 0, n - 1))
+    padded = tf.where((r <= n - 1)[:, None, None], inside, mirrored)
+    padded += tf.cast(2 * periods, keypoints.dtype)[:, None, None] * (last - first)
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     weights = np.exp(-0.5 * np.square(offsets / sigma))
     weights /= weights.sum()
