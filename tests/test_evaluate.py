@@ -393,6 +393,29 @@ def test_motion_baselines_find_consistent_classes_and_copy_the_nearest_clip():
     np.testing.assert_array_equal(rows[2][:, 0], test[:, 0])
 
 
+def test_motion_baselines_class_median_misses_motion_only_some_clips_carry():
+    """Class 1's motion is on keypoint 0 in a third of its clips and on keypoint 2 in the rest:
+    the class mean keeps a third of keypoint 0's motion, the per-coordinate median none."""
+    from kp_tf.evaluation import motion_baselines as mb
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(60) % 2
+    seq = _toy_motion(rng, np.where(labels == 1, 1, 0))
+    minority = np.flatnonzero(labels == 1)[::3]
+    majority = np.setdiff1d(np.flatnonzero(labels == 1), minority)
+    t = np.arange(seq.shape[1]) / (seq.shape[1] - 1)
+    seq[majority, :, 0, 0] = seq[majority, :1, 0, 0]  # keypoint 0 still, keypoint 2 moves
+    seq[majority, :, 2, 1] += 0.25 * t
+    rows = mb.predict(seq, labels, seq[:, 0], 2)
+    disp = seq[:, 1:] - seq[:, :1]
+    median_disp = rows["class_median"][1][:, 1:] - seq[:, None, 0]
+    mean_disp = rows["class_mean"][1][:, 1:] - seq[:, None, 0]
+    np.testing.assert_allclose(median_disp[0], np.median(disp[labels == 1], axis=0), atol=1e-12)
+    np.testing.assert_allclose(mean_disp[0], disp[labels == 1].mean(axis=0), atol=1e-12)
+    assert abs(median_disp[0, -1, 0, 0]) < 0.01 < mean_disp[0, -1, 0, 0]
+    assert median_disp[0, -1, 2, 1] == pytest.approx(0.25, abs=0.02)
+
+
 def test_motion_baselines_command_on_a_run(tiny_run, capsys):
     from kp_tf.evaluation import motion_baselines as mb
 

@@ -6,6 +6,9 @@ motion generator for a failing row, this module measures two predictors that nee
 and no latent code, built from the *training* pseudo-labels:
 
   class_mean  k_0 + the mean displacement (k_t − k_0) of the training clips of class a;
+  class_median  k_0 + their per-coordinate median: what an L1 loss drives a generator to
+              when k_0 does not tell it which keypoints move (the L1-best constant is the
+              median), e.g. when only some figures' keypoints follow a limb;
   nearest_k0  k_0 + the displacement of the training clip of class a whose first keypoints
               (centred on their mean) are nearest k_0 (mean L1): it follows where each
               keypoint sits on this figure, as a conditional model could.
@@ -53,15 +56,17 @@ def predict(train, train_labels, test_first, num_classes: int) -> dict:
     train_disp = train[:, 1:] - train[:, :1]
     centred = lambda k: k - k.mean(axis=1, keepdims=True)  # noqa: E731
     test_c, train_c = centred(test_first), centred(train[:, 0])
-    out = {"class_mean": [], "nearest_k0": []}
+    out = {"class_mean": [], "class_median": [], "nearest_k0": []}
     for a in range(num_classes):
         idx = np.flatnonzero(train_labels == a)
         if len(idx) == 0:
             raise ValueError(f"no training clip of class {a}")
         mean_disp = train_disp[idx].mean(axis=0)
+        median_disp = np.median(train_disp[idx], axis=0)
         dist = np.abs(test_c[:, None] - train_c[idx][None]).mean(axis=(2, 3))
         nearest = train_disp[idx[np.argmin(dist, axis=1)]]
         for name, disp in (("class_mean", np.broadcast_to(mean_disp, nearest.shape)),
+                           ("class_median", np.broadcast_to(median_disp, nearest.shape)),
                            ("nearest_k0", nearest)):
             out[name].append(np.concatenate([test_first[:, None], test_first[:, None] + disp], 1))
     return out
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=16, help="T steps after k_0, as evaluate's default")
     args = p.parse_args(argv)
     report = run(args.logdir, args.frames)
-    for name in ("class_mean", "nearest_k0", "real_control"):
+    for name in ("class_mean", "class_median", "nearest_k0", "real_control"):
         rows = report[name]["row_min_on_diagonal"]
         print(f"{name:>12}: {sum(rows)}/{len(rows)} rows on the diagonal {rows}")
     print(f"nearest_k0 L1 to the clip's own future {report['nearest_k0_l1_to_own_future']:.4f} "
