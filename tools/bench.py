@@ -2,6 +2,8 @@
 
   data   synthetic generation, TFRecord reading and decoding, stage-1 and stage-2 input
          pipeline throughput (kp_tf.data.pipeline).
+  stage1 where a stage-1 training step's time goes: the whole step, the G update with and
+         without the equivariance term, and the forward passes of its parts.
 
 Adding a benchmark: write `def bench_NAME(argv: list[str]) -> None` (parse its own flags
 with `argparse`, print its figures) and register it in COMMANDS. `timed_rate` and
@@ -191,10 +193,69 @@ def bench_data(argv: list[str]) -> None:
               f"batch {cfg.stage2_batch_size}: {rate:8.1f} sequences/s")
 
 
+def _ms_per_call(fn, args, calls: int, warmup: int = 2) -> float:
+    """Milliseconds per call of a tf.function after `warmup` calls (tracing left out)."""
+    for _ in range(warmup):
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn(*args)
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+    return 1000.0 * (time.perf_counter() - start) / calls
+
+
+def bench_stage1(argv: list[str]) -> None:
+    from kp_tf.training.stage1 import Stage1Trainer
+
+    parser = argparse.ArgumentParser(prog="bench.py stage1",
+                                     description="Stage-1 step time and its parts.")
+    parser.add_argument("--preset", default="synthetic")
+    parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's.")
+    parser.add_argument("--calls", type=int, default=10, help="Timed calls per figure.")
+    parser.add_argument("--vgg_weights", default="imagenet",
+                        help="'none' for random VGG weights (same cost, no weights file).")
+    args = parser.parse_args(argv)
+    overrides = {"vgg_weights": args.vgg_weights}
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    cfg = config.load_preset(args.preset, **overrides)
+    b, s = cfg.batch_size, cfg.image_size
+    print(f"bench stage1: preset {args.preset}, batch {b}, {s}x{s}, K {cfg.num_keypoints}, "
+          f"equivariance {cfg.lambda_equivariance}, {os.cpu_count()} CPUs, TF {tf.__version__}")
+    trainer = Stage1Trainer(cfg)
+    rng = np.random.default_rng(0)
+    image = lambda: tf.constant(rng.uniform(-1, 1, (b, s, s, 3)), tf.float32)  # noqa: E731
+    plain = {"reference": image(), "target": image()}
+    batch = dict(plain)
+    if cfg.lambda_equivariance > 0:
+        batch.update(warped_reference=image(), warp_matrix=tf.eye(2, batch_shape=[b]),
+                     warp_shift=tf.zeros([b, 2]))
+    nets = trainer.nets
+    both = tf.concat([plain["reference"], plain["target"]], 0)
+    parts = [
+        ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        ("G update", tf.function(lambda x: trainer.train_generator(x)[1]), (batch,)),
+        ("G update without the equivariance term",
+         tf.function(lambda x: trainer.train_generator(x)[1]), (plain,)),
+        (f"forward: detector on {2 * b} frames",
+         tf.function(lambda x: nets.detector(x, training=True)), (both,)),
+        ("forward: translate (detector, encoder, translator)",
+         tf.function(lambda r, t: nets.translate(r, t, training=True)["output"]),
+         (plain["reference"], plain["target"])),
+        ("forward: perceptual loss (VGG19 on output and target)",
+         tf.function(trainer.perceptual), (plain["reference"], plain["target"])),
+        ("forward: image discriminator",
+         tf.function(lambda x: trainer.discriminator(x, training=True)), (plain["target"],)),
+    ]
+    for name, fn, fn_args in parts:
+        print(f"{name:<56} {_ms_per_call(fn, fn_args, args.calls):8.1f} ms")
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "data": bench_data,
+    "stage1": bench_stage1,
 }
 
 
