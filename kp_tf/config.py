@@ -89,6 +89,7 @@ class Config:
     summary_every: int = _f(100, "Steps between scalar summaries.")
     image_summary_every: int = _f(1000, "Steps between image summaries.")
     xla: bool = _f(False, "Compile the training steps with XLA (slower for convolutions on CPU).")
+    precision: str = _f("float32", "Stage-1 training precision: 'float32', 'mixed_bfloat16' (bfloat16 convolutions, float32 variables, keypoint heads and losses) or 'auto' (mixed_bfloat16 on a CPU with native bfloat16 instructions and no GPU, else float32). Inference, pseudo-labels and exports are float32.")
 
     @property
     def resolved_data_dir(self) -> str:

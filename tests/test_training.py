@@ -154,6 +154,49 @@ def test_equivariance_loss_joins_the_generator_loss(data_dir, tmp_path):
         values["perceptual"] + values["g_adversarial"] + 2.0 * values["equivariance"], rel=1e-5)
 
 
+def test_mixed_bfloat16_stage1_restores_into_float32_detector(data_dir, tmp_path):
+    """precision=mixed_bfloat16: stage 1 trains with finite losses and float32 variables,
+    the global dtype policy is float32 again afterwards, and the checkpoint restores into the
+    float32 detector that pseudo-labels and exports use, whose keypoints agree with the
+    bfloat16 detector's up to its rounding."""
+    import keras
+    from kp_tf.training import run
+    from kp_tf.training.stage1 import Stage1Trainer
+
+    cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
+                             stage1_steps=2, vgg_weights="none", lambda_equivariance=2.0,
+                             precision="mixed_bfloat16")
+    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+    assert keras.config.dtype_policy().name == "float32"
+    scalars, _ = read_events(Path(run.paths(cfg)["keypoints"]) / "train")
+    for tag in (*LOSSES, "equivariance"):
+        assert all(math.isfinite(v) for _, v in scalars[tag]), (tag, scalars[tag])
+
+    checkpoint = run.latest_checkpoint(run.paths(cfg)["keypoints"])
+    trainer = Stage1Trainer(cfg)
+    tf.train.Checkpoint(detector=trainer.nets.detector).restore(checkpoint).expect_partial()
+    mixed = trainer.nets.detector
+    plain = run.restore_detector(cfg, checkpoint)
+    assert mixed.get_layer("encoder_conv_1").compute_dtype == "bfloat16"
+    assert plain.get_layer("encoder_conv_1").compute_dtype == "float32"
+    assert all(v.dtype == "float32" for v in mixed.weights)
+    images = tf.random.stateless_uniform([4, cfg.image_size, cfg.image_size, 3], [1, 2], -1, 1)
+    a, b = mixed(images, training=False), plain(images, training=False)
+    assert a.dtype == b.dtype == tf.float32
+    difference = float(tf.reduce_max(tf.abs(a - b)))
+    assert 0 < difference < 0.01, difference  # bfloat16 really ran, and the weights are shared
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(loop, "_cpu_has_native_bfloat16", lambda: True)
+    assert loop.resolve_precision("auto") == "mixed_bfloat16"  # no GPU on the test machines
+    monkeypatch.setattr(loop, "_cpu_has_native_bfloat16", lambda: False)
+    assert loop.resolve_precision("auto") == "float32"
+    assert loop.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        loop.resolve_precision("half")
+
+
 # --- 2. the paper's 128×128 presets -------------------------------------------------------
 
 @pytest.mark.parametrize("preset, keypoints", [("mgif", 60), ("nemo", 15), ("penn", 40)])

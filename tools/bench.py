@@ -218,8 +218,12 @@ def bench_stage1(argv: list[str]) -> None:
     parser.add_argument("--calls", type=int, default=10, help="Timed calls per figure.")
     parser.add_argument("--vgg_weights", default="imagenet",
                         help="'none' for random VGG weights (same cost, no weights file).")
+    parser.add_argument("--precision", default="",
+                        help="float32, mixed_bfloat16 or auto; default: the preset's.")
     args = parser.parse_args(argv)
     overrides = {"vgg_weights": args.vgg_weights}
+    if args.precision:
+        overrides["precision"] = args.precision
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     cfg = config.load_preset(args.preset, **overrides)
@@ -227,6 +231,7 @@ def bench_stage1(argv: list[str]) -> None:
     print(f"bench stage1: preset {args.preset}, batch {b}, {s}x{s}, K {cfg.num_keypoints}, "
           f"equivariance {cfg.lambda_equivariance}, {os.cpu_count()} CPUs, TF {tf.__version__}")
     trainer = Stage1Trainer(cfg)
+    print(f"precision {trainer.precision}")
     rng = np.random.default_rng(0)
     image = lambda: tf.constant(rng.uniform(-1, 1, (b, s, s, 3)), tf.float32)  # noqa: E731
     plain = {"reference": image(), "target": image()}

@@ -76,8 +76,11 @@ class KeypointDetector(keras.Model):
             width //= 2
         x = _conv_bn_relu(x, width, 3, 1, "decoder_3_a", m)
         x = _conv_bn_relu(x, width, 3, 1, "decoder_3_b", m)
-        logits = layers.Conv2D(num_keypoints, 1, name="heatmap_logits")(x)
-        keypoints = KeypointExpectation(softmax, temperature, name="keypoints")(logits)
+        # The heads are float32 under a mixed policy: the softmax divides the logits by the
+        # temperature (0.1 in the CPU presets), which would magnify bfloat16's rounding.
+        logits = layers.Conv2D(num_keypoints, 1, dtype="float32", name="heatmap_logits")(x)
+        keypoints = KeypointExpectation(softmax, temperature, dtype="float32",
+                                        name="keypoints")(logits)
         super().__init__(inputs=image, outputs=keypoints, **kwargs)
         self.num_keypoints = num_keypoints
         self.image_size = image_size
@@ -150,7 +153,7 @@ class ImageTranslator(keras.Model):
         features = keras.Input((fs, fs, feature_channels), name="features")
         ref_kp = keras.Input((num_keypoints, 2), name="reference_keypoints")
         tgt_kp = keras.Input((num_keypoints, 2), name="target_keypoints")
-        maps = GaussianMaps(fs, gaussian_inv_std, name="gaussian_maps")
+        maps = GaussianMaps(fs, gaussian_inv_std, dtype="float32", name="gaussian_maps")
         x = layers.Concatenate(name="condition")([features, maps(ref_kp), maps(tgt_kp)])
         width = filters
         for i in range(2):
@@ -160,10 +163,12 @@ class ImageTranslator(keras.Model):
             width //= 2
         for j in range(2):
             x = _conv_bn_relu(x, width, 3, 1, f"decoder_2_{j}", m)
-        generated = layers.Conv2D(3, 3, padding="same", name="generated")(x)
-        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="mask",
+        # Output heads in float32 under a mixed policy (the images enter the losses).
+        generated = layers.Conv2D(3, 3, padding="same", dtype="float32", name="generated")(x)
+        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
+                             name="mask",
                              bias_initializer=keras.initializers.Constant(mask_bias_init))(x)
-        output = layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]),
+        output = layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]), dtype="float32",
                                name="blend")([reference, mask, generated])
         super().__init__(inputs=[reference, features, ref_kp, tgt_kp],
                          outputs={"output": output, "generated": generated, "mask": mask},
@@ -203,7 +208,8 @@ class ImageDiscriminator(keras.Model):
             x = layers.Conv2D(filters * 2 ** i, 4, 2, padding="same", name=f"conv_{i}")(x)
             x = layers.LeakyReLU(0.01, name=f"conv_{i}_lrelu")(x)
         x = layers.ZeroPadding2D(1, name="logit_pad")(x)
-        logits = layers.Conv2D(1, 3, padding="same", use_bias=False, name="logit")(x)
+        logits = layers.Conv2D(1, 3, padding="same", use_bias=False, dtype="float32",
+                               name="logit")(x)
         super().__init__(inputs=image, outputs=logits, **kwargs)
         self.image_size = image_size
         self.filters = filters

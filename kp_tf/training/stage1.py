@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from kp_tf import losses
 from kp_tf.models.stage1 import Stage1Networks
+from kp_tf.training import loop
 from kp_tf.training.gan import AdversarialTrainer
 
 
@@ -42,9 +43,12 @@ class Stage1Trainer(AdversarialTrainer):
     """
 
     def __init__(self, cfg):
-        self.nets = Stage1Networks(cfg)
+        self.precision = loop.resolve_precision(cfg.precision)
+        with loop.dtype_policy(self.precision):
+            self.nets = Stage1Networks(cfg)
+            self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list,
+                                                    weights=cfg.vgg_weights)
         self.discriminator = self.nets.discriminator
-        self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=cfg.vgg_weights)
         self._init_optimizers(cfg, self.nets.generator_variables)
 
     def checkpoint_objects(self):
