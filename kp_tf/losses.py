@@ -40,6 +40,27 @@ def keypoint_equivariance(keypoints, warped_keypoints, matrix, shift):
     return ops.mean(ops.abs(warped_keypoints - moved))
 
 
+def keypoint_separation(keypoints, sigma: float):
+    """Separation loss (not in the paper; Zhang et al. 2018, "Unsupervised Discovery of Object
+    Landmarks as Structural Representations", eq. (4)): mean over ordered pairs i ≠ j of
+    exp(−‖k_i − k_j‖² / (2σ²)).
+
+    Keypoints that sit on top of each other carry the same information; the term pushes
+    pairs closer than a few σ apart, so the K keypoints cover more of the object.
+
+    Args:
+      keypoints: [B, K, 2] (normalized units, 2 = the width); sigma: in the same units.
+    Returns: scalar in [0, 1]: 1 when all keypoints coincide, → 0 when they are far apart.
+    """
+    diff = keypoints[:, :, None, :] - keypoints[:, None, :, :]
+    closeness = ops.exp(-ops.sum(ops.square(diff), axis=-1) / (2.0 * sigma ** 2))  # [B, K, K]
+    k = ops.shape(keypoints)[1]
+    pairs = ops.cast(k * (k - 1), closeness.dtype)
+    # the diagonal (i = j) contributes exactly 1 per keypoint
+    per_image = (ops.sum(closeness, axis=(1, 2)) - ops.cast(k, closeness.dtype)) / pairs
+    return ops.mean(per_image)
+
+
 def kl_divergence(mu, log_var, free_bits: float = 0.0):
     """KL(N(mu, exp(log_var)) ‖ N(0, I)), summed over latent dims, averaged over the batch.
 

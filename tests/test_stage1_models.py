@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 from kp_tf import config
 from kp_tf.layers import GaussianMaps, KeypointExpectation
@@ -121,3 +122,24 @@ def test_keypoint_equivariance_loss():
     off = moved + np.array([0.3, -0.1], np.float32)  # every coordinate off by 0.3 or 0.1
     np.testing.assert_allclose(float(losses.keypoint_equivariance(kp, off, matrix, shift)), 0.2,
                                rtol=1e-5)
+
+
+def test_keypoint_separation_loss():
+    from kp_tf import losses
+
+    sigma = 0.05
+    together = np.zeros((2, 4, 2), np.float32)
+    assert float(losses.keypoint_separation(together, sigma)) == pytest.approx(1.0, rel=1e-6)
+    # Three keypoints on a line, 0.05 and 0.1 apart: 6 ordered pairs, exp(-d²/2σ²) each.
+    line = np.array([[[0.0, 0.0], [0.05, 0.0], [0.15, 0.0]]], np.float32)
+    pairs = [0.05, 0.1, 0.15]
+    expected = 2 * sum(np.exp(-d * d / (2 * sigma ** 2)) for d in pairs) / 6
+    np.testing.assert_allclose(float(losses.keypoint_separation(line, sigma)), expected, rtol=1e-5)
+    far = np.array([[[-0.9, -0.9], [0.9, 0.9], [-0.9, 0.9]]], np.float32)
+    assert float(losses.keypoint_separation(far, sigma)) < 1e-30
+    # Its gradient pushes the two close keypoints apart.
+    kp = tf.Variable([[[0.0, 0.0], [0.02, 0.0]]])
+    with tf.GradientTape() as tape:
+        loss = losses.keypoint_separation(kp, sigma)
+    grad = tape.gradient(loss, kp).numpy()
+    assert grad[0, 0, 0] > 0 > grad[0, 1, 0]  # descent moves k_0 left and k_1 right
