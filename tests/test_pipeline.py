@@ -379,21 +379,36 @@ def test_stage2_temporal_sampling(cfg, data):
     np.testing.assert_allclose(smoothed["sequence"], test["sequence"], atol=1e-5)
 
 
-def test_stage2_augmentation_is_one_similarity_for_the_whole_sample(cfg, data):
-    """first and sequence are the stored points under one scaled rotation (maybe mirrored)."""
+def _augmentation_matrices(cfg, data, batches=4):
+    """The 2×2 matrix each augmented sample's points were moved by (least squares)."""
     ds = pipeline.stage2_sequences(cfg, data["labels_dir"], "rigid", batch_size=4)
-    scales = []
-    for batch in _batches(ds, 4):
+    matrices = []
+    for batch in _batches(ds, batches):
         for label, first, seq in zip(batch["label"], batch["first"], batch["sequence"]):
             original = data["rigid"][label].reshape(-1, 2)
             moved = np.concatenate([first[None], seq]).reshape(-1, 2)
             matrix, *_ = np.linalg.lstsq(original, moved, rcond=None)
-            np.testing.assert_allclose(original @ matrix, moved, atol=1e-5)
-            gram = matrix.T @ matrix
-            scale = np.sqrt(gram[0, 0])
-            np.testing.assert_allclose(gram, scale ** 2 * np.eye(2), atol=1e-5)
-            assert 0.7 - 1e-5 <= scale <= 1.2 + 1e-5
-            scales.append(scale)
+            np.testing.assert_allclose(original @ matrix, moved, atol=1e-5)  # one linear map
+            matrices.append(matrix)
+    return np.array(matrices)
+
+
+def test_stage2_keypoint_flip_can_be_turned_off(cfg, data):
+    mirrored = np.linalg.det(_augmentation_matrices(cfg, data, 6)) < 0
+    assert 0 < mirrored.sum() < len(mirrored)  # the original: mirrored with p = 0.5
+    kept = np.linalg.det(_augmentation_matrices(cfg.replace(keypoint_flip=False), data, 6))
+    assert np.all(kept > 0)
+
+
+def test_stage2_augmentation_is_one_similarity_for_the_whole_sample(cfg, data):
+    """first and sequence are the stored points under one scaled rotation (maybe mirrored)."""
+    scales = []
+    for matrix in _augmentation_matrices(cfg, data):
+        gram = matrix.T @ matrix
+        scale = np.sqrt(gram[0, 0])
+        np.testing.assert_allclose(gram, scale ** 2 * np.eye(2), atol=1e-5)
+        assert 0.7 - 1e-5 <= scale <= 1.2 + 1e-5
+        scales.append(scale)
     assert np.ptp(scales) > 0.05
 
 

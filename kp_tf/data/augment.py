@@ -272,25 +272,25 @@ def jitter_target(frames, seed, points=None, *, max_shift=0.0, max_rotation=0.0,
 
 # --- stage 2 -------------------------------------------------------------------------------
 
-def sample_keypoint_augmentation(seed):
+def sample_keypoint_augmentation(seed, flip: bool = True):
     """Stage-2 transform: rotation U{-15..15}° about (0, 0), x-flip p=0.5, scale U[0.7, 1.2].
 
-    Args: seed: int [2]. Returns: float32 [2, 2] matrix (no offset: everything is about the
+    Args: seed: int [2]; flip: whether to draw the x-flip (false: never mirror). Returns: float32 [2, 2] matrix (no offset: everything is about the
     centre, as in the original, where (0, 0) is the crop centre).
     """
     seeds = tf.random.experimental.stateless_split(seed, num=3)
     angle = tf.random.stateless_uniform(
         [], seeds[0], -KEYPOINT_MAX_ROTATION_DEG, KEYPOINT_MAX_ROTATION_DEG + 1, dtype=tf.int32)
-    flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
+    mirror = tf.logical_and(flip, tf.random.stateless_uniform([], seeds[1]) < 0.5)
     scale = tf.random.stateless_uniform([], seeds[2], *KEYPOINT_SCALE_RANGE)
-    return geometry_matrix(angle, scale, flip)
+    return geometry_matrix(angle, scale, mirror)
 
 
-def augment_keypoints(points, seed):
+def augment_keypoints(points, seed, flip: bool = True):
     """Applies one random stage-2 transform to all keypoints of a sample.
 
     Args: points: float32 [..., 2] (e.g. [L + 1, K, 2]: first frame and sequence together, so
-      they stay consistent); seed: int [2].
+      they stay consistent); seed: int [2]; flip: allow the x-flip.
     Returns: float32 [..., 2]. Not clamped to [-1, 1] (nor is the original).
     """
-    return transform_points(points, sample_keypoint_augmentation(seed))
+    return transform_points(points, sample_keypoint_augmentation(seed, flip))

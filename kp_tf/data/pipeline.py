@@ -341,7 +341,8 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
     in training unless cfg.stage2_random_start is false, 0 at test). Training
     augmentation when cfg.augment: `augment.augment_keypoints`, one transform for the first
     frame and the sequence together (rotation U{-15..15}° about (0, 0), x → −x with p = 0.5,
-    scale U[0.7, 1.2]); keypoint identities are not permuted by the flip, as in the original.
+    scale U[0.7, 1.2]; no flip when cfg.keypoint_flip is false); keypoint identities are not
+    permuted by the flip, as in the original.
 
     Args:
       cfg: sequence_length, num_keypoints, num_actions, augment, stage2_batch_size, seed.
@@ -367,7 +368,7 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
         keypoints = smooth_in_time(record["keypoints"], cfg.pseudo_label_smoothing)
         points = samples.interpolate(keypoints)  # [L + 1, K, 2]
         if do_augment:
-            points = augment.augment_keypoints(points, augment_seed)
+            points = augment.augment_keypoints(points, augment_seed, cfg.keypoint_flip)
         # Static K: pseudo-labels made with another num_keypoints fail here, not in the model.
         points = tf.ensure_shape(points, [length + 1, k, 2])
         return {"first": points[0], "sequence": points[1:],
