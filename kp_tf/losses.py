@@ -123,8 +123,8 @@ class PerceptualLoss(keras.layers.Layer):
         both = self.features(self._preprocess(ops.concatenate([prediction, target], axis=0)))
         if not isinstance(both, (list, tuple)):
             both = [both]
-        # float32 before the difference: under a mixed policy the features are bfloat16
-        both = [ops.cast(f, "float32") for f in both]
+        # floatx (float32) before the difference: under a mixed policy the features are bfloat16
+        both = [ops.cast(f, keras.config.floatx()) for f in both]
         losses = [ops.mean(ops.abs(f[:batch] - f[batch:])) for f in both]
         return ops.mean(ops.stack(losses))
 

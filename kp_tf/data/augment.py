@@ -275,7 +275,8 @@ def jitter_target(frames, seed, points=None, *, max_shift=0.0, max_rotation=0.0,
 def sample_keypoint_augmentation(seed, flip: bool = True):
     """Stage-2 transform: rotation U{-15..15}° about (0, 0), x-flip p=0.5, scale U[0.7, 1.2].
 
-    Args: seed: int [2]; flip: whether to draw the x-flip (false: never mirror). Returns: float32 [2, 2] matrix (no offset: everything is about the
+    Args: seed: int [2]; flip: whether to draw the x-flip (false: never mirror).
+    Returns: float32 [2, 2] matrix (no offset: everything is about the
     centre, as in the original, where (0, 0) is the crop centre).
     """
     seeds = tf.random.experimental.stateless_split(seed, num=3)

@@ -76,10 +76,11 @@ class KeypointDetector(keras.Model):
             width //= 2
         x = _conv_bn_relu(x, width, 3, 1, "decoder_3_a", m)
         x = _conv_bn_relu(x, width, 3, 1, "decoder_3_b", m)
-        # The heads are float32 under a mixed policy: the softmax divides the logits by the
-        # temperature (0.1 in the CPU presets), which would magnify bfloat16's rounding.
-        logits = layers.Conv2D(num_keypoints, 1, dtype="float32", name="heatmap_logits")(x)
-        keypoints = KeypointExpectation(softmax, temperature, dtype="float32",
+        # The heads run in floatx (float32) under a mixed policy: the softmax divides the logits
+        # by the temperature (0.1 in the CPU presets), which would magnify bfloat16's rounding.
+        head = keras.config.floatx()
+        logits = layers.Conv2D(num_keypoints, 1, dtype=head, name="heatmap_logits")(x)
+        keypoints = KeypointExpectation(softmax, temperature, dtype=head,
                                         name="keypoints")(logits)
         super().__init__(inputs=image, outputs=keypoints, **kwargs)
         self.num_keypoints = num_keypoints
@@ -153,7 +154,8 @@ class ImageTranslator(keras.Model):
         features = keras.Input((fs, fs, feature_channels), name="features")
         ref_kp = keras.Input((num_keypoints, 2), name="reference_keypoints")
         tgt_kp = keras.Input((num_keypoints, 2), name="target_keypoints")
-        maps = GaussianMaps(fs, gaussian_inv_std, dtype="float32", name="gaussian_maps")
+        head = keras.config.floatx()  # maps and output heads in float32 under a mixed policy
+        maps = GaussianMaps(fs, gaussian_inv_std, dtype=head, name="gaussian_maps")
         x = layers.Concatenate(name="condition")([features, maps(ref_kp), maps(tgt_kp)])
         width = filters
         for i in range(2):
@@ -163,12 +165,12 @@ class ImageTranslator(keras.Model):
             width //= 2
         for j in range(2):
             x = _conv_bn_relu(x, width, 3, 1, f"decoder_2_{j}", m)
-        # Output heads in float32 under a mixed policy (the images enter the losses).
-        generated = layers.Conv2D(3, 3, padding="same", dtype="float32", name="generated")(x)
-        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
+        # Output heads in floatx (float32) under a mixed policy (the images enter the losses).
+        generated = layers.Conv2D(3, 3, padding="same", dtype=head, name="generated")(x)
+        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
                              name="mask",
                              bias_initializer=keras.initializers.Constant(mask_bias_init))(x)
-        output = layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]), dtype="float32",
+        output = layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]), dtype=head,
                                name="blend")([reference, mask, generated])
         super().__init__(inputs=[reference, features, ref_kp, tgt_kp],
                          outputs={"output": output, "generated": generated, "mask": mask},
@@ -208,7 +210,8 @@ class ImageDiscriminator(keras.Model):
             x = layers.Conv2D(filters * 2 ** i, 4, 2, padding="same", name=f"conv_{i}")(x)
             x = layers.LeakyReLU(0.01, name=f"conv_{i}_lrelu")(x)
         x = layers.ZeroPadding2D(1, name="logit_pad")(x)
-        logits = layers.Conv2D(1, 3, padding="same", use_bias=False, dtype="float32",
+        head = keras.config.floatx()  # the logit in float32 under a mixed policy
+        logits = layers.Conv2D(1, 3, padding="same", use_bias=False, dtype=head,
                                name="logit")(x)
         super().__init__(inputs=image, outputs=logits, **kwargs)
         self.image_size = image_size

@@ -79,7 +79,11 @@ def dtype_policy(name: str):
     """Keras layers created inside take the dtype policy `name` (e.g. 'mixed_bfloat16');
     the previous global policy is restored on exit, so models built later (pseudo-labels,
     export) are float32 whatever stage 1 trained in. Variables stay float32 either way, so
-    checkpoints do not depend on the precision."""
+    checkpoints do not depend on the precision. 'float32' leaves the global policy as it is
+    (float32, or whatever `keras.config.set_floatx` made it)."""
+    if name == "float32":
+        yield
+        return
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:
