@@ -69,7 +69,6 @@ class Config:
     equivariance_scale: float = _f(0.1, "Equivariance warp: the scale is 1 ± up to this.")
     lambda_separation: float = _f(0.0, "Weight of the stage-1 separation loss (0 as the paper; Zhang et al. 2018): mean over keypoint pairs of exp(-d²/2σ²), so keypoints do not pile up on each other.")
     separation_sigma: float = _f(0.05, "σ of the separation loss, normalized units (2 = the width).")
-    perceptual_change_weight: float = _f(0.0, "α of a change-weighted perceptual loss (0 as the paper): each position's feature distance is weighted by 1 + α·|target − reference| (channel mean, 5×5 box-blurred), normalized, so the few pixels where the target differs from the reference (a moving thin limb) count as much as the static figure and background.")
     keypoint_flip: bool = _f(True, "Stage-2 keypoint augmentation mirrors x with p = 0.5 (the original); false for datasets whose actions name a side (the synthetic wave1 is the right arm, kick the right leg): a mirrored wave1 moves the other arm, as half a wave2, and a mirrored march starts with the other leg.")
     stage2_random_start: bool = _f(True, "Stage-2 training windows start at a random frame (the original); false: at frame 0, as the test windows do (for clips that begin at the action's onset).")
     pseudo_label_smoothing: float = _f(0.0, "σ (frames) of a Gaussian over time applied to each clip's pseudo-labels when stage 2 reads them (0: as detected, the original).")

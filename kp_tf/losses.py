@@ -81,23 +81,6 @@ def keypoint_l1(predicted, target):
     return ops.mean(ops.abs(predicted - target))
 
 
-def change_weights(reference, target, alpha: float, blur: int = 5):
-    """Per-pixel weights 1 + α·box_blur(mean_c |target − reference|) for `PerceptualLoss`.
-
-    Not in the paper. The perceptual loss averages over positions, so a thin limb that moved
-    between reference and target is a few percent of the loss, and the translator can leave
-    it a blur at its mean position (and the detector need not follow it). The blur widens
-    the map to cover both the limb's old and new places and their edges.
-
-    Args:
-      reference, target: [B, H, W, C] in [-1, 1]; alpha: ≥ 0; blur: box size in pixels.
-    Returns: [B, H, W, 1], ≥ 1 (all ones where the frames agree).
-    """
-    change = ops.mean(ops.abs(target - reference), axis=-1, keepdims=True) * 0.5  # in [0, 1]
-    change = ops.average_pool(change, blur, 1, padding="same")
-    return 1.0 + alpha * ops.stop_gradient(change)
-
-
 # Caffe preprocessing of keras.applications.vgg19: BGR order, ImageNet means, no std.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -116,9 +99,7 @@ class PerceptualLoss(keras.layers.Layer):
       layers: VGG19 layer names, e.g. ["block1_conv2", ..., "block5_conv4"].
       weights: "imagenet", a path to the h5 file, or None / "none" (random; for tests only).
 
-    Call: `loss(prediction, target, weights=None)`, both [B, H, W, 3] in [-1, 1] → scalar.
-    `weights` [B, H, W, 1] ≥ 0 (optional; see `change_weights`) turns each layer's mean into
-    a weighted mean over positions, the map average-pooled to the layer's resolution.
+    Call: `loss(prediction, target)`, both [B, H, W, 3] in [-1, 1] → scalar.
     """
 
     def __init__(self, layers, weights="imagenet", **kwargs):
@@ -137,26 +118,14 @@ class PerceptualLoss(keras.layers.Layer):
         bgr = ops.flip(rgb, axis=-1)
         return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
-    def call(self, prediction, target, weights=None):
+    def call(self, prediction, target):
         batch = ops.shape(prediction)[0]
         both = self.features(self._preprocess(ops.concatenate([prediction, target], axis=0)))
         if not isinstance(both, (list, tuple)):
             both = [both]
         # floatx (float32) before the difference: under a mixed policy the features are bfloat16
         both = [ops.cast(f, keras.config.floatx()) for f in both]
-        losses = []
-        for f in both:
-            distance = ops.abs(f[:batch] - f[batch:])
-            if weights is None:
-                losses.append(ops.mean(distance))
-                continue
-            factor = prediction.shape[1] // f.shape[1]
-            w = ops.cast(weights, distance.dtype)
-            if factor > 1:
-                w = ops.average_pool(w, factor, factor, padding="valid")
-            # Weighted mean: the loss keeps its scale whatever the map's overall level.
-            losses.append(ops.sum(w * ops.mean(distance, axis=-1, keepdims=True))
-                          / ops.sum(w))
+        losses = [ops.mean(ops.abs(f[:batch] - f[batch:])) for f in both]
         return ops.mean(ops.stack(losses))
 
     def get_config(self):

@@ -61,11 +61,7 @@ class Stage1Trainer(AdversarialTrainer):
         target = batch["target"]
         with tf.GradientTape() as tape:
             out = self.nets.translate(batch["reference"], target, training=True)
-            weights = None
-            if self.cfg.perceptual_change_weight > 0:
-                weights = losses.change_weights(batch["reference"], target,
-                                                self.cfg.perceptual_change_weight)
-            perceptual = self.perceptual(out["output"], target, weights)
+            perceptual = self.perceptual(out["output"], target)
             adversarial = losses.generator_adversarial_loss(
                 self.discriminator(out["output"], training=True))
             total = (self.cfg.lambda_perceptual * perceptual
