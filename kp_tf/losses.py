@@ -119,14 +119,20 @@ class PerceptualLoss(keras.layers.Layer):
         return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
     def call(self, prediction, target):
-        batch = ops.shape(prediction)[0]
-        both = self.features(self._preprocess(ops.concatenate([prediction, target], axis=0)))
-        if not isinstance(both, (list, tuple)):
-            both = [both]
-        # floatx (float32) before the difference: under a mixed policy the features are bfloat16
-        both = [ops.cast(f, keras.config.floatx()) for f in both]
-        losses = [ops.mean(ops.abs(f[:batch] - f[batch:])) for f in both]
+        # Two passes, not one over the concatenated batch: the target needs no gradient, and
+        # the backward pass of a joint pass would run VGG's input gradient over both halves
+        # (plus the slices' gradients) only to drop the target's.
+        predicted = self._features(prediction)
+        targets = self._features(ops.stop_gradient(target))
+        losses = [ops.mean(ops.abs(p - t)) for p, t in zip(predicted, targets)]
         return ops.mean(ops.stack(losses))
+
+    def _features(self, images):
+        features = self.features(self._preprocess(images))
+        if not isinstance(features, (list, tuple)):
+            features = [features]
+        # floatx (float32) before the difference: under a mixed policy the features are bfloat16
+        return [ops.cast(f, keras.config.floatx()) for f in features]
 
     def get_config(self):
         config = super().get_config()

@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
+
+import kp_tf  # noqa: E402,F401  (before TensorFlow: it sets TF_ENABLE_ONEDNN_OPTS)
 import tensorflow as tf  # noqa: E402
 
 from kp_tf import config  # noqa: E402
