@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before any test module imports TensorFlow: kp_tf picks the CPU kernels (oneDNN) at import.
+import kp_tf  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -143,3 +143,25 @@ def test_keypoint_separation_loss():
         loss = losses.keypoint_separation(kp, sigma)
     grad = tape.gradient(loss, kp).numpy()
     assert grad[0, 0, 0] > 0 > grad[0, 1, 0]  # descent moves k_0 left and k_1 right
+
+
+def test_perceptual_loss_is_the_joint_vgg_distance_with_no_target_gradient():
+    """Two VGG passes give the value and prediction gradient of one pass over [prediction;
+    target] (eq. (4)), and no gradient reaches the target."""
+    from kp_tf.losses import PerceptualLoss
+
+    loss = PerceptualLoss(["block1_conv2", "block2_conv2"], weights="none")
+    rng = np.random.default_rng(0)
+    prediction = tf.Variable(rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32))
+    target = tf.Variable(rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        value = loss(prediction, target)
+        both = loss.features(loss._preprocess(tf.concat([prediction, target], 0)))
+        joint = tf.reduce_mean(tf.stack([tf.reduce_mean(tf.abs(f[:3] - f[3:])) for f in both]))
+    np.testing.assert_allclose(float(value), float(joint), rtol=1e-6)
+    assert float(value) > 0.1
+    grad, joint_grad = tape.gradient(value, prediction), tape.gradient(joint, prediction)
+    assert float(tf.reduce_max(tf.abs(grad))) > 0
+    np.testing.assert_allclose(grad.numpy(), joint_grad.numpy(), rtol=1e-5, atol=1e-9)
+    assert tape.gradient(value, target) is None
+    assert float(loss(target, target)) == 0.0

@@ -197,6 +197,23 @@ def test_precision_auto_follows_the_cpu(monkeypatch):
         loop.resolve_precision("half")
 
 
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"),
+                    reason="oneDNN is turned on by kp_tf on x86 CPUs only")
+def test_import_turns_on_onednn_unless_the_user_set_it():
+    """TensorFlow leaves oneDNN off on x86 CPUs without AVX512-VNNI/BF16 (about twice as slow
+    here); importing kp_tf first turns it on, and an explicit setting wins."""
+    code = ("import os, kp_tf, tensorflow as tf; "
+            "from tensorflow.python.util import _pywrap_util_port as port; "
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
+    for setting, expected in ((None, "1 True"), ("0", "0 False")):
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        if setting is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = setting
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout
+        assert out.strip().splitlines()[-1] == expected
+
+
 def test_separation_loss_joins_the_generator_loss(data_dir, tmp_path):
     from kp_tf.training import run
 
