@@ -4,6 +4,8 @@
          pipeline throughput (kp_tf.data.pipeline).
   stage1 where a stage-1 training step's time goes: the whole step, the G update with and
          without the equivariance term, and the forward passes of its parts.
+  stage2 the stage-2 training step (motion generator + sequence discriminator) and the
+         generator's forward pass, on random keypoint sequences.
 
 Adding a benchmark: write `def bench_NAME(argv: list[str]) -> None` (parse its own flags
 with `argparse`, print its figures) and register it in COMMANDS. `timed_rate` and
@@ -262,11 +264,45 @@ def bench_stage1(argv: list[str]) -> None:
         print(f"{name:<56} {_ms_per_call(fn, fn_args, args.calls):8.1f} ms")
 
 
+def bench_stage2(argv: list[str]) -> None:
+    from kp_tf.training.stage2 import Stage2Trainer
+
+    parser = argparse.ArgumentParser(prog="bench.py stage2",
+                                     description="Stage-2 step time and its parts.")
+    parser.add_argument("--preset", default="synthetic")
+    parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's.")
+    parser.add_argument("--calls", type=int, default=20, help="Timed calls per figure.")
+    args = parser.parse_args(argv)
+    overrides = {"stage2_batch_size": args.batch_size} if args.batch_size else {}
+    cfg = config.load_preset(args.preset, **overrides)
+    b, t, k, a = (cfg.stage2_batch_size, cfg.sequence_length, cfg.num_keypoints,
+                  cfg.num_actions)
+    print(f"bench stage2: preset {args.preset}, batch {b}, {t} steps, K {k}, LSTM "
+          f"{cfg.lstm_layers}x{cfg.lstm_units}, {os.cpu_count()} CPUs, TF {tf.__version__}")
+    trainer = Stage2Trainer(cfg)
+    rng = np.random.default_rng(0)
+    batch = {"sequence": tf.constant(rng.uniform(-0.5, 0.5, (b, t, k, 2)), tf.float32),
+             "first": tf.constant(rng.uniform(-0.5, 0.5, (b, k, 2)), tf.float32),
+             "action": pipeline.action_one_hot(rng.integers(0, max(a, 1), b), a)}
+    generator = trainer.generator
+    parts = [
+        ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        ("forward: motion generator (posterior)",
+         tf.function(lambda x: generator((x["sequence"], x["first"], x["action"]),
+                                         training=True)[0]), (batch,)),
+        ("forward: sequence discriminator",
+         tf.function(lambda x: trainer.discriminator(x, training=True)), (batch["sequence"],)),
+    ]
+    for name, fn, fn_args in parts:
+        print(f"{name:<56} {_ms_per_call(fn, fn_args, args.calls):8.1f} ms")
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "data": bench_data,
     "stage1": bench_stage1,
+    "stage2": bench_stage2,
 }
 
 
