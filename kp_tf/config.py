@@ -46,7 +46,6 @@ class Config:
     keypoint_softmax: str = _f("axis", "'axis' (original code: per-axis softmax of averaged logits) or 'spatial' (2-D).")
     heatmap_temperature: float = _f(1.0, "Softmax temperature of the detector's heatmaps (original: 1; FOMM: 0.1).")
     mask_bias_init: float = _f(0.0, "Initial bias of the translator's mask logit: 0 (mask 0.5) as the original; negative starts by generating instead of copying the reference.")
-    translator_map_scales: int = _f(1, "Scales of the translator decoder that get the keypoints' Gaussian maps: 1 at its input only (1/4 resolution, the original); 2 also at 1/2; 3 also at full resolution, so that thin limbs can be drawn where their keypoints are.")
     gaussian_inv_std: float = _f(14.3, "Inverse std of the keypoint Gaussian maps (original: 14.3 = 1/0.07).")
     batchnorm_momentum: float = _f(0.999, "BatchNorm moving-average decay (original: 0.999, epsilon 1e-5).")
     perceptual_layers: str = _f(

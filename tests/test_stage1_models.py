@@ -108,33 +108,6 @@ def test_translator_blends_reference_where_mask_is_one(tiny_config):
     assert np.all(np.abs(out["target_keypoints"]) <= 1)
 
 
-@pytest.mark.parametrize("scales, fine_sizes", [(1, []), (2, [16]), (3, [16, 32])])
-def test_translator_map_scales(tiny_config, tmp_path, scales, fine_sizes):
-    """map_scales > 1 adds the Gaussian maps of both keypoint sets after each upsampling: 2K
-    more input channels for the first conv of each such scale; the model round-trips."""
-    cfg = config.load_preset("tiny", translator_map_scales=scales)
-    translator = stage1.Stage1Networks(cfg).translator
-    maps = [layer for layer in translator.layers if isinstance(layer, GaussianMaps)]
-    assert sorted(layer.size for layer in maps) == [8] + fine_sizes  # 32×32 frames: 1/4 is 8
-    base = stage1.Stage1Networks(tiny_config).translator
-    k, f = cfg.num_keypoints, cfg.translator_filters
-    extra = 9 * 2 * k * (f // 2 * (scales >= 2) + f // 4 * (scales >= 3))  # 3×3 kernels
-    assert translator.count_params() - base.count_params() == extra
-    rng = np.random.default_rng(0)
-    inputs = [rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32),
-              rng.uniform(-1, 1, (2, 8, 8, 4 * cfg.encoder_filters)).astype(np.float32),
-              rng.uniform(-1, 1, (2, k, 2)).astype(np.float32),
-              rng.uniform(-1, 1, (2, k, 2)).astype(np.float32)]
-    path = tmp_path / "translator.keras"
-    translator.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.get_config()["map_scales"] == scales
-    np.testing.assert_allclose(restored(inputs)["output"], translator(inputs)["output"],
-                               atol=1e-6)
-    with pytest.raises(ValueError, match="map_scales must be 1, 2 or 3"):
-        stage1.ImageTranslator(k, 32, 16, f, map_scales=4)
-
-
 def test_keypoint_equivariance_loss():
     from kp_tf import losses
 

@@ -141,9 +141,6 @@ class ImageTranslator(keras.Model):
       mask_bias_init: initial bias of the mask logit (original 0, i.e. m = 0.5). Copying the
         reference is a strong early optimum (m → 1 leaves the generated image no gradient);
         a negative bias makes the translator use the keypoints from the start.
-      map_scales: how many decoder scales get the Gaussian maps of both keypoint sets: 1 at
-        the input only (the original), 2 also after the first upsampling (S/2), 3 also after
-        the second (S). At 1/4 resolution a 64×64 frame's forearm is a cell or two wide.
 
     Inputs: reference image [B, S, S, 3], features [B, S/4, S/4, C], reference keypoints
     [B, K, 2], target keypoints [B, K, 2].
@@ -151,16 +148,13 @@ class ImageTranslator(keras.Model):
     """
 
     def __init__(self, num_keypoints=40, image_size=128, feature_channels=128, filters=256,
-                 gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0,
-                 map_scales=1, **kwargs):
+                 gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0, **kwargs):
         m, fs = batchnorm_momentum, image_size // 4
         reference = keras.Input((image_size, image_size, 3), name="reference_image")
         features = keras.Input((fs, fs, feature_channels), name="features")
         ref_kp = keras.Input((num_keypoints, 2), name="reference_keypoints")
         tgt_kp = keras.Input((num_keypoints, 2), name="target_keypoints")
         head = keras.config.floatx()  # maps and output heads in float32 under a mixed policy
-        if map_scales not in (1, 2, 3):
-            raise ValueError(f"map_scales must be 1, 2 or 3, got {map_scales}")
         maps = GaussianMaps(fs, gaussian_inv_std, dtype=head, name="gaussian_maps")
         x = layers.Concatenate(name="condition")([features, maps(ref_kp), maps(tgt_kp)])
         width = filters
@@ -168,11 +162,6 @@ class ImageTranslator(keras.Model):
             for j in range(4):
                 x = _conv_bn_relu(x, width, 3, 1, f"decoder_{i}_{j}", m)
             x = _upsample(x, f"decoder_{i}_up")
-            if i + 2 <= map_scales:
-                # The same Gaussians (σ in normalised units) sampled on the finer grid.
-                fine = GaussianMaps(fs * 2 ** (i + 1), gaussian_inv_std, dtype=head,
-                                    name=f"gaussian_maps_{i + 1}")
-                x = layers.Concatenate(name=f"condition_{i + 1}")([x, fine(ref_kp), fine(tgt_kp)])
             width //= 2
         for j in range(2):
             x = _conv_bn_relu(x, width, 3, 1, f"decoder_2_{j}", m)
@@ -193,14 +182,13 @@ class ImageTranslator(keras.Model):
         self.gaussian_inv_std = gaussian_inv_std
         self.batchnorm_momentum = batchnorm_momentum
         self.mask_bias_init = mask_bias_init
-        self.map_scales = map_scales
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
                 "image_size": self.image_size, "feature_channels": self.feature_channels,
                 "filters": self.filters, "gaussian_inv_std": self.gaussian_inv_std,
                 "batchnorm_momentum": self.batchnorm_momentum,
-                "mask_bias_init": self.mask_bias_init, "map_scales": self.map_scales}
+                "mask_bias_init": self.mask_bias_init}
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
@@ -256,8 +244,7 @@ class Stage1Networks:
                                           name="image_encoder")
         self.translator = ImageTranslator(
             cfg.num_keypoints, cfg.image_size, cfg.encoder_filters * 4, cfg.translator_filters,
-            cfg.gaussian_inv_std, m, cfg.mask_bias_init, cfg.translator_map_scales,
-            name="translator")
+            cfg.gaussian_inv_std, m, cfg.mask_bias_init, name="translator")
         self.discriminator = ImageDiscriminator(
             cfg.image_size, cfg.discriminator_filters, cfg.discriminator_layers,
             name="image_discriminator")
