@@ -14,7 +14,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX512_VNNI,
 # AVX512_BF16 or AMX; on an AVX2-only CPU it falls back to Eigen, which ran the synthetic
 # preset's stage-1 step in 880-1,040 ms against 480-540 ms with oneDNN, and the stage-2 step in
-# 199 against 86 ms (2-core AMD EPYC, tools/bench.py). Set before TensorFlow is imported;
+# 199 against 86 ms (2-core AMD EPYC, 20 train_step calls on random batches). Set before
+# TensorFlow is imported;
 # TF_ENABLE_ONEDNN_OPTS=0 in the environment still turns it off.
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
