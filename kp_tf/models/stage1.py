@@ -47,25 +47,35 @@ class KeypointDetector(keras.Model):
 
     Encoder to 1/8 resolution, then a skip decoder back to full resolution (2 convs per
     block, 2 blocks per scale, widths halving from `decoder_filters`), a linear 1×1 conv to K
-    heatmap logits and softmax-expectation (`KeypointExpectation`).
+    heatmap logits and softmax-expectation (`KeypointExpectation`). With `downsample` d > 1
+    the image is first average-pooled by d and the hourglass runs at S/d (FOMM's
+    `scale_factor`, there 1/4 at 256×256): the detector costs about d² times less, and the
+    keypoints, a softmax expectation, stay continuous.
 
     Args:
       num_keypoints: K.
-      image_size: input resolution S (divisible by 8).
+      image_size: input resolution S.
       encoder_filters: encoder base width (paper 32).
       decoder_filters: width of the first decoder block (paper 128).
       softmax: "axis" (original) or "spatial".
       batchnorm_momentum: BatchNorm moving-average decay (original 0.999).
       temperature: heatmap softmax temperature (original 1).
+      downsample: average-pool factor d applied to the input (original 1); S/d must be
+        divisible by 8.
 
     Input: image [B, S, S, 3] in [-1, 1]. Output: keypoints [B, K, 2], (x, y) in [-1, 1].
     """
 
     def __init__(self, num_keypoints=40, image_size=128, encoder_filters=32, decoder_filters=128,
-                 softmax="axis", batchnorm_momentum=0.999, temperature=1.0, **kwargs):
+                 softmax="axis", batchnorm_momentum=0.999, temperature=1.0, downsample=1,
+                 **kwargs):
+        if downsample < 1 or image_size % (8 * downsample):
+            raise ValueError(f"detector: image_size {image_size} / downsample {downsample} must "
+                             f"be a whole multiple of 8 (the hourglass has three stride-2 levels)")
         m = batchnorm_momentum
         image = keras.Input((image_size, image_size, 3), name="image")
-        f1, f2, f3, f4 = _encoder(image, encoder_filters, 4, "encoder_", m)
+        x = layers.AveragePooling2D(downsample, name="downsample")(image) if downsample > 1 else image
+        f1, f2, f3, f4 = _encoder(x, encoder_filters, 4, "encoder_", m)
         x, width = f4, decoder_filters
         for i, skip in enumerate([f3, f2, f1]):
             for j in range(2):  # two blocks of two convs per scale, as conv_{2i+1}_{0,1}, conv_{2i+2}_{0,1}
@@ -90,12 +100,14 @@ class KeypointDetector(keras.Model):
         self.softmax = softmax
         self.batchnorm_momentum = batchnorm_momentum
         self.temperature = temperature
+        self.downsample = downsample
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
                 "image_size": self.image_size, "encoder_filters": self.encoder_filters,
                 "decoder_filters": self.decoder_filters, "softmax": self.softmax,
-                "batchnorm_momentum": self.batchnorm_momentum, "temperature": self.temperature}
+                "batchnorm_momentum": self.batchnorm_momentum, "temperature": self.temperature,
+                "downsample": self.downsample}
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
@@ -227,7 +239,7 @@ def build_detector(cfg) -> KeypointDetector:
     """The configured detector Q (also used alone for pseudo-labels and evaluation)."""
     return KeypointDetector(cfg.num_keypoints, cfg.image_size, cfg.encoder_filters,
                             cfg.detector_filters, cfg.keypoint_softmax, cfg.batchnorm_momentum,
-                            cfg.heatmap_temperature, name="detector")
+                            cfg.heatmap_temperature, cfg.detector_downsample, name="detector")
 
 
 class Stage1Networks:
