@@ -54,7 +54,10 @@ def transform_points(points, matrix, offset=None):
       matrix: float32 [2, 2]; offset: optional float32 [2].
     Returns: float32 [..., 2].
     """
-    out = tf.linalg.matvec(matrix, points)  # broadcasts the [2, 2] over the leading dims
+    # One [N, 2] x [2, 2] product. tf.linalg.matvec broadcast the matrix to every point and
+    # ran N tiny batched products: it made keypoint augmentation 2/3 of the stage-2 input
+    # pipeline's time (1,300-1,500 vs 4,600 sequences/s without augmentation, 2 cores).
+    out = tf.tensordot(points, matrix, axes=[[-1], [1]])
     return out if offset is None else out + offset
 
 
