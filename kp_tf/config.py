@@ -129,7 +129,8 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in flags_dir().glob("*.flags"))
 
 
-def _parse_value(name: str, text: str):
+def parse_value(name: str, text: str):
+    """The typed value of setting `name` from its flag text."""
     kind = type(FIELDS[name].default)
     if kind is bool:
         if text.lower() in ("1", "true", "yes"):
@@ -152,7 +153,7 @@ def read_flagfile(path: Path) -> dict:
         name, text = line[2:].split("=", 1)
         if name not in FIELDS:
             raise ValueError(f"{path}:{lineno}: unknown setting --{name}")
-        values[name] = _parse_value(name, text)
+        values[name] = parse_value(name, text)
     return values
 
 

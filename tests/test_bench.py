@@ -8,26 +8,38 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _figures(*args: str) -> list[tuple[str, float]]:
-    """Runs `tools/bench.py ARGS`; returns its (name, ms) lines after checking it succeeded."""
+def _bench(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run([sys.executable, "tools/bench.py", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "tools/bench.py", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def _figures(*args: str) -> tuple[list[tuple[str, float]], str]:
+    """Runs `tools/bench.py ARGS`; returns its (name, ms) lines and its output after checking
+    it succeeded."""
+    proc = _bench(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = [(name.strip(), float(ms))
                for name, ms in re.findall(r"^(.+?)\s+([0-9.]+) ms$", proc.stdout, re.MULTILINE)]
     assert figures and all(ms > 0 for _, ms in figures), proc.stdout
-    return figures
+    return figures, proc.stdout
 
 
-def test_bench_stage1_prints_every_part():
-    names = [name for name, _ in _figures("stage1", "--preset=tiny", "--calls=1",
-                                          "--vgg_weights=none")]
+def test_bench_stage1_prints_every_part_with_set_overrides():
+    figures, out = _figures("stage1", "--preset=tiny", "--calls=1", "--vgg_weights=none",
+                            "--set=detector_downsample=2", "--set=num_keypoints=5")
+    names = [name for name, _ in figures]
     assert names[0] == "whole step (G update + D update)" and len(names) == 7, names
+    assert "K 5," in out and "detector downsample 2," in out, out.splitlines()[0]
+
+
+def test_bench_set_rejects_an_unknown_setting():
+    proc = _bench("stage2", "--preset=tiny", "--set=lstm_unit=4")
+    assert proc.returncode != 0 and "'lstm_unit=4'" in proc.stderr, proc.stderr[-500:]
 
 
 def test_bench_stage2_prints_every_part():
     for preset in ("tiny", "mgif"):  # with action classes and without (k0-only conditioning)
-        names = [name for name, _ in _figures("stage2", f"--preset={preset}", "--calls=1",
-                                              "--batch_size=2")]
+        figures, _ = _figures("stage2", f"--preset={preset}", "--calls=1", "--batch_size=2")
+        names = [name for name, _ in figures]
         assert names[0] == "whole step (G update + D update)" and len(names) == 3, names

@@ -97,6 +97,25 @@ def test_models_round_trip_through_keras_file(tmp_path, tiny_config):
         np.testing.assert_allclose(restored(x), model(x), atol=1e-6)
 
 
+def test_downsampled_detector_is_the_small_detector_on_the_pooled_frame(tmp_path, tiny_config):
+    """detector_downsample=2 at 32×32 = the 16×16 detector, same weights, on 2×2 means; the
+    weights do not depend on it, and it survives a .keras round trip."""
+    pooled = stage1.build_detector(tiny_config.replace(detector_downsample=2))
+    small = stage1.build_detector(tiny_config.replace(image_size=16))
+    assert pooled.count_params() == small.count_params()
+    small.set_weights(pooled.get_weights())
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    means = x.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(pooled(x), small(means), atol=1e-5)
+    path = tmp_path / "pooled.keras"
+    pooled.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.downsample == 2
+    np.testing.assert_allclose(restored(x), pooled(x), atol=1e-6)
+    with pytest.raises(ValueError, match="image_size 32 / downsample 8"):
+        stage1.build_detector(tiny_config.replace(detector_downsample=8))
+
+
 def test_translator_blends_reference_where_mask_is_one(tiny_config):
     nets = stage1.Stage1Networks(tiny_config)
     x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)

@@ -212,14 +212,38 @@ def _ms_per_call(fn, args, calls: int, warmup: int = 2) -> float:
     return 1000.0 * (time.perf_counter() - start) / calls
 
 
+def _step_parser(name: str, description: str, calls: int) -> argparse.ArgumentParser:
+    """The flags every training-step benchmark takes."""
+    parser = argparse.ArgumentParser(prog=f"bench.py {name}", description=description)
+    parser.add_argument("--preset", default="synthetic")
+    parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's.")
+    parser.add_argument("--calls", type=int, default=calls, help="Timed calls per figure.")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="Override a preset setting, as the train flag --NAME=VALUE "
+                             "(repeatable), e.g. --set=detector_downsample=2.")
+    return parser
+
+
+def _step_config(args, batch_field: str, **overrides) -> config.Config:
+    """The preset with `--set` overrides, then `overrides`, then `--batch_size` into
+    `batch_field`."""
+    values = {}
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or name not in config.FIELDS:
+            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME a setting of "
+                             f"kp_tf.config.Config")
+        values[name] = config.parse_value(name, text)
+    values.update(overrides)
+    if args.batch_size:
+        values[batch_field] = args.batch_size
+    return config.load_preset(args.preset, **values)
+
+
 def bench_stage1(argv: list[str]) -> None:
     from kp_tf.training.stage1 import Stage1Trainer
 
-    parser = argparse.ArgumentParser(prog="bench.py stage1",
-                                     description="Stage-1 step time and its parts.")
-    parser.add_argument("--preset", default="synthetic")
-    parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's.")
-    parser.add_argument("--calls", type=int, default=10, help="Timed calls per figure.")
+    parser = _step_parser("stage1", "Stage-1 step time and its parts.", calls=10)
     parser.add_argument("--vgg_weights", default="imagenet",
                         help="'none' for random VGG weights (same cost, no weights file).")
     parser.add_argument("--precision", default="",
@@ -228,12 +252,11 @@ def bench_stage1(argv: list[str]) -> None:
     overrides = {"vgg_weights": args.vgg_weights}
     if args.precision:
         overrides["precision"] = args.precision
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    cfg = config.load_preset(args.preset, **overrides)
+    cfg = _step_config(args, "batch_size", **overrides)
     b, s = cfg.batch_size, cfg.image_size
     print(f"bench stage1: preset {args.preset}, batch {b}, {s}x{s}, K {cfg.num_keypoints}, "
-          f"equivariance {cfg.lambda_equivariance}, {os.cpu_count()} CPUs, TF {tf.__version__}")
+          f"equivariance {cfg.lambda_equivariance}, detector downsample "
+          f"{cfg.detector_downsample}, {os.cpu_count()} CPUs, TF {tf.__version__}")
     trainer = Stage1Trainer(cfg)
     print(f"precision {trainer.precision}")
     rng = np.random.default_rng(0)
@@ -267,14 +290,8 @@ def bench_stage1(argv: list[str]) -> None:
 def bench_stage2(argv: list[str]) -> None:
     from kp_tf.training.stage2 import Stage2Trainer
 
-    parser = argparse.ArgumentParser(prog="bench.py stage2",
-                                     description="Stage-2 step time and its parts.")
-    parser.add_argument("--preset", default="synthetic")
-    parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's.")
-    parser.add_argument("--calls", type=int, default=20, help="Timed calls per figure.")
-    args = parser.parse_args(argv)
-    overrides = {"stage2_batch_size": args.batch_size} if args.batch_size else {}
-    cfg = config.load_preset(args.preset, **overrides)
+    args = _step_parser("stage2", "Stage-2 step time and its parts.", calls=20).parse_args(argv)
+    cfg = _step_config(args, "stage2_batch_size")
     b, t, k, a = (cfg.stage2_batch_size, cfg.sequence_length, cfg.num_keypoints,
                   cfg.num_actions)
     print(f"bench stage2: preset {args.preset}, batch {b}, {t} steps, K {k}, LSTM "
