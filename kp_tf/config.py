@@ -40,7 +40,7 @@ class Config:
     num_keypoints: int = _f(40, "K, the number of learned keypoints.")
     encoder_filters: int = _f(32, "Base width of the shared conv encoder (doubles at each stride).")
     detector_filters: int = _f(128, "Width of the detector decoder's first block (halves per scale).")
-    detector_downsample: int = _f(1, "The detector sees the frame average-pooled by this factor (original: 1; FOMM: 4 at 256×256): its cost falls about with the square.")
+    detector_downsample: int = _f(1, "The detector sees the frame average-pooled by this factor (original: 1; FOMM: 4 at 256×256): its convolutions' work falls with the square.")
     translator_filters: int = _f(256, "Width of the translator's first block (halves per scale).")
     discriminator_filters: int = _f(64, "Width of the image discriminator's first conv (doubles per conv).")
     discriminator_layers: int = _f(6, "Stride-2 convs in the image discriminator.")

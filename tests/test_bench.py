@@ -33,9 +33,12 @@ def test_bench_stage1_prints_every_part_with_set_overrides():
     assert "K 5," in out and "detector downsample 2," in out, out.splitlines()[0]
 
 
-def test_bench_set_rejects_an_unknown_setting():
+def test_bench_set_rejects_an_unknown_setting_or_a_bad_value():
     proc = _bench("stage2", "--preset=tiny", "--set=lstm_unit=4")
     assert proc.returncode != 0 and "'lstm_unit=4'" in proc.stderr, proc.stderr[-500:]
+    proc = _bench("stage2", "--preset=tiny", "--set=lstm_units=many")
+    assert proc.returncode != 0 and "'lstm_units=many'" in proc.stderr, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-500:]
 
 
 def test_bench_stage2_prints_every_part():

@@ -233,7 +233,10 @@ def _step_config(args, batch_field: str, **overrides) -> config.Config:
         if not sep or name not in config.FIELDS:
             raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME a setting of "
                              f"kp_tf.config.Config")
-        values[name] = config.parse_value(name, text)
+        try:
+            values[name] = config.parse_value(name, text)
+        except ValueError as e:
+            raise SystemExit(f"--set {item!r}: {e}") from None
     values.update(overrides)
     if args.batch_size:
         values[batch_field] = args.batch_size
