@@ -129,15 +129,27 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in flags_dir().glob("*.flags"))
 
 
-def parse_value(name: str, text: str):
-    """The typed value of setting `name` from its flag text."""
+def parse_setting(text: str) -> tuple[str, object]:
+    """`name=value` → (name, typed value); ValueError naming the problem otherwise."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"expected --name=value, got {text!r}")
+    if name not in FIELDS:
+        raise ValueError(f"unknown setting --{name}")
+    try:
+        return name, _parse_value(name, value)
+    except ValueError as e:
+        raise ValueError(f"--{name}: {e}") from None
+
+
+def _parse_value(name: str, text: str):
     kind = type(FIELDS[name].default)
     if kind is bool:
         if text.lower() in ("1", "true", "yes"):
             return True
         if text.lower() in ("0", "false", "no"):
             return False
-        raise ValueError(f"--{name}: expected true/false, got {text!r}")
+        raise ValueError(f"expected true/false, got {text!r}")
     return kind(text)
 
 
@@ -148,12 +160,13 @@ def read_flagfile(path: Path) -> dict:
         line = raw.strip()
         if not line or line.startswith(("#", "//")):
             continue
-        if not line.startswith("--") or "=" not in line:
+        if not line.startswith("--"):
             raise ValueError(f"{path}:{lineno}: expected --name=value, got {raw!r}")
-        name, text = line[2:].split("=", 1)
-        if name not in FIELDS:
-            raise ValueError(f"{path}:{lineno}: unknown setting --{name}")
-        values[name] = parse_value(name, text)
+        try:
+            name, value = parse_setting(line[2:])
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        values[name] = value
     return values
 
 

@@ -513,3 +513,18 @@ def test_learning_rate_schedule_penn():
     values = [float(schedule(s)) for s in (0, 1, 5000, 19999, 20000, 20001)]
     assert all(a > b for a, b in zip(values, values[1:]))
     assert (optimizer.beta_1, optimizer.beta_2) == (0.5, 0.999)
+
+
+def test_flag_settings_parse_typed_and_fail_naming_the_file_and_line(tmp_path):
+    from kp_tf import config
+    assert config.parse_setting("num_keypoints=5") == ("num_keypoints", 5)
+    assert config.parse_setting("augment=no") == ("augment", False)
+    for text, message in [("num_keypoints", "expected --name=value"),
+                          ("nope=1", "unknown setting --nope"),
+                          ("augment=maybe", "--augment: expected true/false")]:
+        with pytest.raises(ValueError, match=message):
+            config.parse_setting(text)
+    bad = tmp_path / "bad.flags"
+    bad.write_text("# a comment\n--num_keypoints=abc\n")
+    with pytest.raises(ValueError, match=r"bad.flags:2: --num_keypoints: invalid literal"):
+        config.read_flagfile(bad)

@@ -229,14 +229,11 @@ def _step_config(args, batch_field: str, **overrides) -> config.Config:
     `batch_field`."""
     values = {}
     for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep or name not in config.FIELDS:
-            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME a setting of "
-                             f"kp_tf.config.Config")
         try:
-            values[name] = config.parse_value(name, text)
+            name, value = config.parse_setting(item)
         except ValueError as e:
             raise SystemExit(f"--set {item!r}: {e}") from None
+        values[name] = value
     values.update(overrides)
     if args.batch_size:
         values[batch_field] = args.batch_size
