@@ -63,6 +63,22 @@ def test_keypoint_expectation_finds_peak(mode):
         np.testing.assert_allclose(kp[0, 1], [-1 + 2 * 5 / (w - 1), 1], atol=1e-4)
 
 
+def test_spatial_expectation_is_the_flattened_softmax_expectation():
+    """The written-out 2-D softmax equals numpy's softmax over the H·W positions, also at
+    temperature 0.1 on logits large enough to overflow exp without the max subtracted."""
+    rng = np.random.default_rng(1)
+    logits = (rng.normal(size=(3, 12, 10, 4)) * 20).astype(np.float32)
+    scaled = logits.astype(np.float64) / 0.1
+    flat = scaled.reshape(3, 120, 4)
+    p = np.exp(flat - flat.max(1, keepdims=True))
+    p = (p / p.sum(1, keepdims=True)).reshape(3, 12, 10, 4)
+    ys, xs = np.linspace(-1, 1, 12), np.linspace(-1, 1, 10)
+    expected = np.stack([np.einsum("bhwk,w->bk", p, xs), np.einsum("bhwk,h->bk", p, ys)], -1)
+    kp = np.asarray(KeypointExpectation("spatial", temperature=0.1)(logits))
+    assert np.isfinite(kp).all()
+    np.testing.assert_allclose(kp, expected, atol=1e-5)
+
+
 def test_keypoint_expectation_axis_exact_on_separable_logits():
     # Logits a(y) + b(x): the per-axis mean keeps each marginal, so the result is exact.
     ys, xs = np.linspace(-1, 1, 32), np.linspace(-1, 1, 32)

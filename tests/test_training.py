@@ -135,6 +135,15 @@ def test_plain_pairs_after_jittered_ones(data_dir, tmp_path, monkeypatch):
     assert calls == [(0.1, 5.0, 0.05), (0.0, 0.0, 0.0)]
     ckpts = Path(run.paths(cfg)["keypoints"]) / "checkpoints"
     assert checkpoint_steps(ckpts) == [2, 3]  # the end of each phase
+    # The plain-pair step froze the detector (plain_pair_detector=False): its weights are
+    # the same in both checkpoints, and the renderer's changed.
+    def weights(step, name):
+        nets = run.restore_stage1(cfg, str(ckpts / f"ckpt-{step}"))
+        return [v.numpy() for v in getattr(nets, name).trainable_variables]
+    for a, b in zip(weights(2, "detector"), weights(3, "detector")):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(weights(2, "translator"), weights(3, "translator")))
     calls.clear()
     run.run(cfg, "keypoints", tf.distribute.get_strategy())  # finished: nothing retrains
     assert checkpoint_steps(ckpts) == [2, 3]

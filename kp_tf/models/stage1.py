@@ -264,13 +264,25 @@ class Stage1Networks:
 
     @property
     def generator_variables(self):
-        return (self.detector.trainable_variables + self.image_encoder.trainable_variables
-                + self.translator.trainable_variables)
+        return self.detector.trainable_variables + self.renderer_variables
 
-    def translate(self, reference, target, training=False):
-        """→ dict reference_keypoints, target_keypoints, output, generated, mask."""
+    @property
+    def renderer_variables(self):
+        """The image encoder's and translator's: what a step with a frozen detector trains."""
+        return self.image_encoder.trainable_variables + self.translator.trainable_variables
+
+    def translate(self, reference, target, training=False, detector_training=None):
+        """→ dict reference_keypoints, target_keypoints, output, generated, mask.
+
+        `detector_training=False` with `training=True` trains the encoder and translator on
+        the keypoints of a frozen detector: inference-mode BatchNorm and no gradient into it.
+        """
         reference, target = ops.convert_to_tensor(reference), ops.convert_to_tensor(target)
-        both = self.detector(ops.concatenate([reference, target], axis=0), training=training)
+        detector_training = training if detector_training is None else detector_training
+        both = self.detector(ops.concatenate([reference, target], axis=0),
+                             training=detector_training)
+        if not detector_training:
+            both = ops.stop_gradient(both)
         batch = ops.shape(reference)[0]
         ref_kp, tgt_kp = both[:batch], both[batch:]
         features = self.image_encoder(reference, training=training)

@@ -86,10 +86,13 @@ def train_keypoints(cfg, strategy) -> str:
     phases = [(cfg.stage1_steps, cfg)]
     if cfg.plain_pair_steps > 0:
         plain = cfg.replace(target_shift=0.0, target_rotation=0.0, target_scale=0.0)
+        if not cfg.plain_pair_detector:  # a frozen detector needs no warped references
+            plain = plain.replace(lambda_equivariance=0.0)
         phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg), (cfg.stage1_steps, plain)]
     for steps, data_cfg in phases:
         if steps <= 0:
             continue
+        trainer.train_detector = data_cfg is cfg or cfg.plain_pair_detector
         loop.fit(trainer,
                  lambda start, c=data_cfg: pipeline.stage1_pairs(c, "train", training=True,
                                                                  seed=c.seed + start),

@@ -50,6 +50,9 @@ class Stage1Trainer(AdversarialTrainer):
                                                     weights=cfg.vgg_weights)
         self.discriminator = self.nets.discriminator
         self._init_optimizers(cfg, self.nets.generator_variables)
+        # False in the plain-pair phase unless cfg.plain_pair_detector (see train_keypoints):
+        # read when a step is traced, and every `loop.fit` traces its own step.
+        self.train_detector = True
 
     def checkpoint_objects(self):
         n = self.nets
@@ -60,24 +63,29 @@ class Stage1Trainer(AdversarialTrainer):
     def train_generator(self, batch):
         target = batch["target"]
         with tf.GradientTape() as tape:
-            out = self.nets.translate(batch["reference"], target, training=True)
+            out = self.nets.translate(batch["reference"], target, training=True,
+                                      detector_training=self.train_detector)
             perceptual = self.perceptual(out["output"], target)
             adversarial = losses.generator_adversarial_loss(
                 self.discriminator(out["output"], training=True))
             total = (self.cfg.lambda_perceptual * perceptual
                      + self.cfg.lambda_image_adv * adversarial)
             metrics = {"perceptual": perceptual, "g_adversarial": adversarial}
-            if self.cfg.lambda_separation > 0:
+            # The keypoint terms only train the detector: a frozen one skips them, and with
+            # them its backward pass and the extra forward pass on the warped reference.
+            if self.cfg.lambda_separation > 0 and self.train_detector:
                 metrics["separation"] = losses.keypoint_separation(
                     tf.concat([out["reference_keypoints"], out["target_keypoints"]], 0),
                     self.cfg.separation_sigma)
                 total += self.cfg.lambda_separation * metrics["separation"]
-            if "warped_reference" in batch:
+            if "warped_reference" in batch and self.train_detector:
                 warped = self.nets.detector(batch["warped_reference"], training=True)
                 metrics["equivariance"] = losses.keypoint_equivariance(
                     out["reference_keypoints"], warped, batch["warp_matrix"], batch["warp_shift"])
                 total += self.cfg.lambda_equivariance * metrics["equivariance"]
-        self._apply(tape, total, self.nets.generator_variables, self.g_optimizer)
+        variables = (self.nets.generator_variables if self.train_detector
+                     else self.nets.renderer_variables)
+        self._apply(tape, total, variables, self.g_optimizer)
         return out, {"g_loss": total, **metrics}
 
     def train_step(self, batch):
