@@ -36,7 +36,7 @@ class Config:
     target_rotation: float = _f(0.0, "Stage-1 pairs: the target alone is also rotated by up to this many degrees (0 as the paper).")
     target_scale: float = _f(0.0, "Stage-1 pairs: the target alone is also scaled by 1 ± up to this (0 as the paper).")
     plain_pair_steps: int = _f(0, "The last this many stage-1 steps train on pairs without the target jitter, so that the translator learns to copy what does not move (the jitter teaches it never to).")
-    plain_pair_detector: bool = _f(False, "Keep training the keypoint detector during the plain-pair steps. Off: the detector is frozen there (inference-mode keypoints, no detector gradient, no equivariance or separation term), which makes those steps cheaper; the keypoints had stopped changing there anyway.")
+    plain_pair_detector: bool = _f(True, "Keep training the keypoint detector during the plain-pair steps (as before session 12). False freezes it there (inference-mode keypoints, no detector gradient, no equivariance or separation term): those steps took 324 instead of 511 ms at the synthetic preset, but its one main-command run came out at the low end of the preset's range (README, Measured).")
     # --- stage 1 networks
     num_keypoints: int = _f(40, "K, the number of learned keypoints.")
     encoder_filters: int = _f(32, "Base width of the shared conv encoder (doubles at each stride).")

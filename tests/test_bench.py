@@ -29,7 +29,8 @@ def test_bench_stage1_prints_every_part_with_set_overrides():
     figures, out = _figures("stage1", "--preset=tiny", "--calls=1", "--vgg_weights=none",
                             "--set=detector_downsample=2", "--set=num_keypoints=5")
     names = [name for name, _ in figures]
-    assert names[0] == "whole step (G update + D update)" and len(names) == 7, names
+    assert names[0] == "whole step (G update + D update)" and len(names) == 8, names
+    assert names[1] == "whole step, detector frozen (plain-pair phase)", names
     assert "K 5," in out and "detector downsample 2," in out, out.splitlines()[0]
 
 

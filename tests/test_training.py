@@ -130,7 +130,7 @@ def test_plain_pairs_after_jittered_ones(data_dir, tmp_path, monkeypatch):
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=3, plain_pair_steps=1, target_shift=0.1,
                              target_rotation=5.0, target_scale=0.05, vgg_weights="none",
-                             checkpoint_every=100)
+                             checkpoint_every=100, plain_pair_detector=False)
     run.run(cfg, "keypoints", tf.distribute.get_strategy())
     assert calls == [(0.1, 5.0, 0.05), (0.0, 0.0, 0.0)]
     ckpts = Path(run.paths(cfg)["keypoints"]) / "checkpoints"

@@ -2,8 +2,9 @@
 
   data   synthetic generation, TFRecord reading and decoding, stage-1 and stage-2 input
          pipeline throughput (kp_tf.data.pipeline).
-  stage1 where a stage-1 training step's time goes: the whole step, the G update with and
-         without the equivariance term, and the forward passes of its parts.
+  stage1 where a stage-1 training step's time goes: the whole step, the step of the
+         plain-pair phase (detector frozen), the G update with and without the equivariance
+         term, and the forward passes of its parts.
   stage2 the stage-2 training step (motion generator + sequence discriminator) and the
          generator's forward pass, on random keypoint sequences.
 
@@ -269,8 +270,18 @@ def bench_stage1(argv: list[str]) -> None:
     nets = trainer.nets
     both = tf.concat([plain["reference"], plain["target"]], 0)
     g_update = tf.function(lambda x: trainer.train_generator(x)[1])  # one trace per batch kind
+
+    def frozen_detector_step(x):  # the flag is read while tracing, so set it only then
+        trainer.train_detector = False
+        try:
+            return trainer.train_step(x)
+        finally:
+            trainer.train_detector = True
+
     parts = [
         ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        ("whole step, detector frozen (plain-pair phase)", tf.function(frozen_detector_step),
+         (plain,)),
         ("G update", g_update, (batch,)),
         ("G update without the equivariance term", g_update, (plain,)),
         (f"forward: detector on {2 * b} frames",

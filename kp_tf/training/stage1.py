@@ -50,7 +50,7 @@ class Stage1Trainer(AdversarialTrainer):
                                                     weights=cfg.vgg_weights)
         self.discriminator = self.nets.discriminator
         self._init_optimizers(cfg, self.nets.generator_variables)
-        # False in the plain-pair phase unless cfg.plain_pair_detector (see train_keypoints):
+        # False in the plain-pair phase when not cfg.plain_pair_detector (train_keypoints):
         # read when a step is traced, and every `loop.fit` traces its own step.
         self.train_detector = True
 
