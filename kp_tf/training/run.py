@@ -83,16 +83,18 @@ def train_keypoints(cfg, strategy) -> str:
     # Two phases when the preset jitters the targets: jittered pairs teach the keypoints, then
     # plain pairs let the translator copy the static parts of the reference again. The second
     # fit resumes from the first's final checkpoint, so a killed run resumes in either phase.
-    phases = [(cfg.stage1_steps, cfg)]
+    # Each phase: (final step, data config, whether the detector trains).
+    phases = [(cfg.stage1_steps, cfg, True)]
     if cfg.plain_pair_steps > 0:
         plain = cfg.replace(target_shift=0.0, target_rotation=0.0, target_scale=0.0)
         if not cfg.plain_pair_detector:  # a frozen detector needs no warped references
             plain = plain.replace(lambda_equivariance=0.0)
-        phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg), (cfg.stage1_steps, plain)]
-    for steps, data_cfg in phases:
+        phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg, True),
+                  (cfg.stage1_steps, plain, cfg.plain_pair_detector)]
+    for steps, data_cfg, train_detector in phases:
         if steps <= 0:
             continue
-        trainer.train_detector = data_cfg is cfg or cfg.plain_pair_detector
+        trainer.train_detector = train_detector
         loop.fit(trainer,
                  lambda start, c=data_cfg: pipeline.stage1_pairs(c, "train", training=True,
                                                                  seed=c.seed + start),
