@@ -97,8 +97,7 @@ def predict_to_files(model_dir, image_path, action, samples, frames, out_dir, se
         stem = os.path.join(out_dir, f"sample_{s}")
         viz.write_gif(stem + ".gif", video, fps=fps)
         viz.write_mp4(stem + ".mp4", video, fps=fps)
-        viz.write_gif(stem + "_keypoints.gif",
-                      viz.side_by_side(video, viz.draw_keypoints(video, keypoints)), fps=fps)
+        viz.write_gif(stem + "_keypoints.gif", viz.keypoint_video(video, keypoints), fps=fps)
         np.save(stem + "_keypoints.npy", keypoints)
         record["samples"].append({"seed": seed + s, "video": stem + ".gif",
                                   "first_keypoints": first.tolist(), "keypoints": keypoints.tolist()})

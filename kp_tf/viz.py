@@ -26,19 +26,38 @@ def keypoint_colors(k: int) -> np.ndarray:
     return np.round(np.reshape(rgb, (k, 3)) * 255.0).astype(np.uint8)
 
 
-def draw_keypoints(images, keypoints, radius: int | None = None, colors=None) -> np.ndarray:
+def display_scale(height: int, width: int, min_side: int = 128) -> int:
+    """The smallest integer factor that brings the shorter side to at least `min_side` pixels
+    (1 for images already that large): 4 for 32×32, 2 for 64×64."""
+    return max(1, -(-min_side // min(height, width)))
+
+
+def enlarge(images, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of uint8 [..., H, W, C] by an integer factor."""
+    images = np.asarray(images)
+    if scale == 1:
+        return images
+    return images.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+def draw_keypoints(images, keypoints, radius: int | None = None, colors=None,
+                   scale: int = 1) -> np.ndarray:
     """Filled, outlined, anti-aliased dots at the keypoints, in `keypoint_colors(K)` order.
 
     Args:
       images: uint8 [..., H, W, 3].
       keypoints: float [..., K, 2], (x, y) in [-1, 1]; the leading dims match `images`'.
-      radius: dot radius in pixels; default grows with the image (1 px at 64×64, 2 at 128).
+      radius: dot radius in pixels of the output; default grows with it (1 px at 64×64, 2 at
+        128).
       colors: optional uint8 [K, 3]; default `keypoint_colors(K)`.
+      scale: integer factor the images are enlarged by (`enlarge`) before drawing, with each
+        dot at the centre of the enlarged pixel it falls on: at 32×32 a 1-pixel dot covers a
+        limb and 48 of them hide the figure.
 
     Returns:
-      A new uint8 array shaped like `images`.
+      A new uint8 array [..., H * scale, W * scale, 3].
     """
-    images = np.asarray(images, np.uint8)
+    images = enlarge(np.asarray(images, np.uint8), scale)
     h, w = images.shape[-3:-1]
     keypoints = np.asarray(keypoints, np.float32)
     if keypoints.shape[:-2] != images.shape[:-3]:
@@ -48,7 +67,9 @@ def draw_keypoints(images, keypoints, radius: int | None = None, colors=None) ->
     if colors is None:
         colors = keypoint_colors(keypoints.shape[-2])
     colors = [c.tolist() for c in np.asarray(colors, np.uint8)]
-    fixed = np.round(normalized_to_pixels(keypoints, h, w) * (1 << _SHIFT)).astype(np.int32)
+    # Pixel i of the source covers enlarged pixels [s·i, s·i + s - 1]: its centre is s·i + (s-1)/2.
+    pixels = normalized_to_pixels(keypoints, h // scale, w // scale) * scale + (scale - 1) / 2.0
+    fixed = np.round(pixels * (1 << _SHIFT)).astype(np.int32)
     out = images.reshape(-1, h, w, 3).copy()
     for image, points in zip(out, fixed.reshape(len(out), -1, 2)):
         for (x, y), color in zip(points, colors):
@@ -90,6 +111,22 @@ def side_by_side(a, b) -> np.ndarray:
     return np.concatenate([np.asarray(a), np.asarray(b)], axis=-2)
 
 
+def keypoint_video(video, keypoints, min_side: int = 128) -> np.ndarray:
+    """A video beside itself with its keypoints drawn, both enlarged to at least `min_side`
+    pixels (`display_scale`) so that small models' frames and dots stay readable.
+
+    Args:
+      video: uint8 [T, H, W, 3].
+      keypoints: float [T, K, 2], (x, y) in [-1, 1].
+
+    Returns:
+      uint8 [T, s·H, 2·s·W, 3] with s = `display_scale(H, W, min_side)`.
+    """
+    video = np.asarray(video, np.uint8)
+    scale = display_scale(*video.shape[-3:-1], min_side)
+    return side_by_side(enlarge(video, scale), draw_keypoints(video, keypoints, scale=scale))
+
+
 @contextlib.contextmanager
 def _atomic(path: str, suffix: str):
     """Yields a temporary path beside `path`, moved onto it only if the block succeeds."""
@@ -118,9 +155,7 @@ def write_gif(path: str, frames, fps: float = 10, scale: int = 1) -> None:
     Pillow merges consecutive identical frames into one longer frame, so a reader may
     count fewer frames than T for videos that stand still.
     """
-    frames = np.asarray(frames, np.uint8)
-    if scale != 1:
-        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    frames = enlarge(np.asarray(frames, np.uint8), scale)
     images = [Image.fromarray(f).quantize(256, method=Image.Quantize.MEDIANCUT) for f in frames]
     with _atomic(path, ".gif") as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],

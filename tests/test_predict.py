@@ -180,7 +180,8 @@ def test_cli_writes_videos_and_keypoints(tiny_run, input_image, tmp_path):  # no
     with Image.open(out / "sample_0.gif") as gif:
         assert gif.size == (S, S) and 1 <= gif.n_frames <= frames
     with Image.open(out / "sample_0_keypoints.gif") as gif:
-        assert gif.size == (2 * S, S)  # video | keypoints side by side
+        s = -(-128 // S)  # enlarged to at least 128 px
+        assert gif.size == (2 * s * S, s * S)  # video | keypoints side by side
     capture = cv2.VideoCapture(str(out / "sample_0.mp4"))
     try:
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames

@@ -47,6 +47,36 @@ def test_draw_keypoints_on_a_single_image():
         viz.draw_keypoints(image, np.zeros((2, 1, 2)))
 
 
+def test_draw_keypoints_on_enlarged_images_hits_the_source_pixel_centres():
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    images[:, 3, 5] = 200  # a source pixel that must become a 4×4 block
+    keypoints = np.array([[[-1, -1], [1, 1], [5 / 3.5 - 1, 3 / 3.5 - 1]]] * 2, np.float32)
+    out = viz.draw_keypoints(images, keypoints, radius=2, scale=4)
+    colors = viz.keypoint_colors(3)
+    assert out.shape == (2, 32, 32, 3)
+    for frame in out:
+        # Source pixel (x, y) → enlarged centre (4x + 1.5, 4y + 1.5): the dots sit on the blocks.
+        for (x, y), color in zip([(0, 0), (7, 7), (5, 3)], colors):
+            np.testing.assert_array_equal(frame[4 * y + 1:4 * y + 3, 4 * x + 1:4 * x + 3],
+                                          np.broadcast_to(color, (2, 2, 3)))
+    plain = viz.draw_keypoints(images, keypoints[:, :0], scale=4)  # no keypoints: only enlarged
+    np.testing.assert_array_equal(plain, viz.enlarge(images, 4))
+    assert (plain[:, 12:16, 20:24] == 200).all() and plain[:, 12:16, 16:20].max() == 0
+
+
+def test_keypoint_video_enlarges_small_frames_to_128_pixels():
+    assert [viz.display_scale(n, n) for n in (32, 48, 64, 128, 256)] == [4, 3, 2, 1, 1]
+    assert viz.display_scale(32, 64) == 4 and viz.display_scale(64, 64, min_side=192) == 3
+    video = _moving_square(t=3, h=24, w=32)  # shorter side 24 → ×6
+    keypoints = np.zeros((3, 2, 2), np.float32)
+    out = viz.keypoint_video(video, keypoints)
+    assert out.shape == (3, 144, 2 * 192, 3)
+    np.testing.assert_array_equal(out[:, :, :192], viz.enlarge(video, 6))
+    assert (out[:, :, 192:] != out[:, :, :192]).any()  # the dots
+    big = _moving_square(t=2, h=128, w=128)
+    assert viz.keypoint_video(big, np.zeros((2, 1, 2))).shape == (2, 128, 256, 3)
+
+
 def test_to_uint8():
     out = viz.to_uint8(np.array([-2.0, -1.0, 0.0, 1.0, 3.0]))
     np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])

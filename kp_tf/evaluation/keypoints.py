@@ -113,11 +113,14 @@ def write_overlay_gif(detector, w, data_dir: str, image_size: int, path: str, cl
               for c in tf.data.TFRecordDataset(shards).map(tfrecords.parse_clip).take(clips)]
     frames = np.concatenate(videos)
     predicted = apply_regressor(w, kp, joints.shape[1])
-    left = viz.draw_keypoints(frames, kp)
-    truth = viz.draw_keypoints(frames, joints, colors=np.zeros((joints.shape[1], 3), np.uint8))
-    right = viz.draw_keypoints(truth,
-                               predicted, colors=np.full((joints.shape[1], 3), 255, np.uint8))
-    viz.write_gif(path, viz.side_by_side(left, right), fps=10, scale=3)
+    s = viz.display_scale(*frames.shape[1:3], min_side=192)
+    left = viz.draw_keypoints(frames, kp, scale=s)
+    j = joints.shape[1]
+    # One call, truth first: the regressed joints are drawn over it.
+    right = viz.draw_keypoints(frames, np.concatenate([joints, predicted], axis=1), scale=s,
+                               colors=np.repeat(np.array([[0], [255]], np.uint8), j, axis=0)
+                               .repeat(3, axis=1))
+    viz.write_gif(path, viz.side_by_side(left, right), fps=10)
     return path
 
 

@@ -207,7 +207,7 @@ def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
         for i in range(per_action):
             video, keypoints, _ = predictor.predict(first.astype(np.float32), index, i, frames)
             viz.write_gif(os.path.join(out, f"{action}_{i}.gif"),
-                          viz.side_by_side(video, viz.draw_keypoints(video, keypoints)), fps=8)
+                          viz.keypoint_video(video, keypoints), fps=8)
     with open(stamp, "w") as f:
         f.write(made_from)
     print(f"Sample videos in {out}", flush=True)
