@@ -109,8 +109,8 @@ def test_one_step_end_to_end(data_dir, tmp_path):
     assert step == 1
     decoded = tf.io.decode_png(png).numpy()
     # 7 rows (reference, target, output, generated, mask, two keypoint overlays) of
-    # batch_size=2 images of 32×32 with 2-pixel gutters.
-    assert decoded.shape == (height, width, 3) == (7 * 34 + 2, 2 * 34 + 2, 3)
+    # batch_size=2 images of 32×32, enlarged 4× to 128 px for display, with 2-pixel gutters.
+    assert decoded.shape == (height, width, 3) == (7 * 130 + 2, 2 * 130 + 2, 3)
 
 
 @pytest.mark.parametrize("train_detector", [False, True])
