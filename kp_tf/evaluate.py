@@ -43,7 +43,8 @@ Metrics (--metrics; each is recorded with N, T, the seed and the export's checkp
              minimum is on the diagonal generates motion closest to the requested class. Also
              against each class's mean real displacement (`class_mean`: every pair's distance
              includes the column class's own spread, the class mean does not), the phase-free
-             motion profiles, and each matrix's control on real sequences.
+             motion profiles, and each matrix's control on real sequences; and each class's
+             motion amplitude (mean |k_t − k_0|), generated against real, to show damping.
 
 Writes `report.json` and `report.md` into --out (atomically), prints the Markdown and the time.
 """
@@ -545,8 +546,15 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
                                     ("motion_profile_real_control", real_profiles, True)):
             d = M.class_distance_matrix(rows, real_profiles, relative=False, exclude_self=exclude)
             matrices[name] = {"matrix": d, **M.diagonal_minimum(d)}
+        # Damping: each class's generated motion (from every test clip's k_0) against the real
+        # motion of its clips, in pixels of the model's resolution (coordinates span 2).
+        gen_amp = [M.motion_amplitude(g) * s / 2 for g in gen_by_class]
+        real_amp = [M.motion_amplitude(r) * s / 2 for r in real_by_class]
+        amplitude = {"generated_px": gen_amp, "real_px": real_amp,
+                     "ratio": [g / r if r > 0 else float("nan") for g, r in zip(gen_amp, real_amp)],
+                     "units": "mean Euclidean |k_t − k_0| over frames 1..T and keypoints, pixels"}
         report["classes"] = {
-            "class_names": class_names, **matrices, "N": n,
+            "class_names": class_names, **matrices, "amplitude": amplitude, "N": n,
             "N_real_per_class": [int(len(r)) for r in real_by_class], **stamp,
             "rows": "requested action (generated from each test clip's first keypoints, z of "
                     "its sample 0)", "columns": "real class (keypoints detected on test clips)",
@@ -697,6 +705,15 @@ def format_markdown(report: dict) -> str:
                       "|" + "---|" * (len(names) + 1)]
             for a, row in enumerate(m["matrix"]):
                 lines.append(f"| {names[a]} | " + _matrix_cells(row) + " |")
+        amp = c.get("amplitude")
+        if amp:
+            lines += ["", "Motion amplitude: mean |k_t − k_0| over frames 1..T and keypoints, "
+                      "generated for the class (from every clip's first keypoints) vs detected on "
+                      "its real clips; a ratio below 1 is motion damped toward the median.", "",
+                      "| class | generated (px) | real (px) | generated / real |", "|---|---|---|---|"]
+            for name, gen, real, ratio in zip(names, amp["generated_px"], amp["real_px"],
+                                              amp["ratio"]):
+                lines.append(f"| {name} | {_fmt(gen, 2)} | {_fmt(real, 2)} | {_fmt(ratio, 2)} |")
     if r.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in r["skipped"].items())]
     t = r["timing"]

@@ -127,6 +127,18 @@ def test_class_mean_matrix_is_free_of_the_columns_spread():
     assert control[0, 0] == pytest.approx(loo)
     assert control[0, 1] == pytest.approx(np.abs(quiet - loud.mean(0)).mean())
 
+def test_motion_amplitude_is_the_mean_distance_from_the_first_keypoints():
+    # Two keypoints: one moves 3-4-5 triangles (distance 5 per unit of t), one stands still.
+    t = np.arange(4, dtype=float)[:, None]
+    moving = np.concatenate([3 * t, 4 * t], -1)                   # |k_t - k_0| = 5t
+    still = np.zeros((4, 2))
+    seq = np.stack([moving, still], 1)[None] + np.array([0.2, -0.1])  # [1, 4, 2, 2], offset
+    assert M.motion_amplitude(seq) == pytest.approx((5 + 10 + 15) / 3 / 2)
+    # Halving the motion halves it, whatever the start; no sequences give NaN.
+    assert M.motion_amplitude(np.concatenate([seq, 0.5 * seq])) == pytest.approx(
+        0.75 * M.motion_amplitude(seq))
+    assert np.isnan(M.motion_amplitude(np.zeros((0, 4, 2, 2))))
+
 # --- baselines and temporal sampling ----------------------------------------------------------
 
 def test_static_video_repeats_the_frame():
@@ -214,11 +226,17 @@ def test_evaluate_writes_reports(report_dir, tiny_run):
     classes = report["classes"]
     assert np.asarray(classes["displacement"]["matrix"], dtype=float).shape == (6, 6)
     assert len(classes["displacement"]["row_min_on_diagonal"]) == 6
+    amp = classes["amplitude"]
+    assert len(amp["generated_px"]) == len(amp["real_px"]) == len(amp["ratio"]) == 6
+    for g, r, q in zip(amp["generated_px"], amp["real_px"], amp["ratio"]):
+        # A class without test clips has no real motion (NaN, written as null).
+        assert g > 0 and (r is None and q is None or r > 0 and q == pytest.approx(g / r))
     assert report["classifier"]["steps"] == CLASSIFIER_STEPS
     assert report["timing"]["total_s"] > 0
     md = (report_dir / "report.md").read_text()
     for text in ("| set | N | FVD | action acc. | action acc. (motion) |", "| static |", "| oracle |", "| model |",
-                 "Keypoint regression", "Class consistency", "stage 2 step 2"):
+                 "Keypoint regression", "Class consistency", "stage 2 step 2",
+                 "| class | generated (px) | real (px) | generated / real |"):
         assert text in md
     assert not [p for p in os.listdir(report_dir) if p.endswith(".tmp")]
 
