@@ -111,20 +111,39 @@ def side_by_side(a, b) -> np.ndarray:
     return np.concatenate([np.asarray(a), np.asarray(b)], axis=-2)
 
 
-def keypoint_video(video, keypoints, min_side: int = 128) -> np.ndarray:
+def keypoint_video(video, keypoints, min_side: int = 128, scale: int | None = None) -> np.ndarray:
     """A video beside itself with its keypoints drawn, both enlarged to at least `min_side`
     pixels (`display_scale`) so that small models' frames and dots stay readable.
 
     Args:
       video: uint8 [T, H, W, 3].
       keypoints: float [T, K, 2], (x, y) in [-1, 1].
+      scale: a fixed integer factor instead of the one `min_side` asks for.
 
     Returns:
-      uint8 [T, s·H, 2·s·W, 3] with s = `display_scale(H, W, min_side)`.
+      uint8 [T, s·H, 2·s·W, 3] with s = `scale` or `display_scale(H, W, min_side)`.
     """
     video = np.asarray(video, np.uint8)
-    scale = display_scale(*video.shape[-3:-1], min_side)
+    scale = scale or display_scale(*video.shape[-3:-1], min_side)
     return side_by_side(enlarge(video, scale), draw_keypoints(video, keypoints, scale=scale))
+
+
+def display_grid(images, overlays=(), min_side: int = 128) -> np.ndarray:
+    """An `image_grid` for TensorBoard whose rows are enlarged to at least `min_side` pixels.
+
+    Args:
+      images: list of float [N, H, W, 3] batches in [-1, 1], one row each.
+      overlays: list of (float [N, H, W, 3] in [-1, 1], keypoints [N, K, 2]) rows, drawn
+        with `draw_keypoints` after the image rows.
+
+    Returns:
+      uint8 [R * (s·H + 2) + 2, N * (s·W + 2) + 2, 3], s = `display_scale(H, W, min_side)`.
+    """
+    shape = np.shape((list(images) + [o[0] for o in overlays])[0])
+    scale = display_scale(*shape[1:3], min_side)
+    rows = [enlarge(to_uint8(x), scale) for x in images]
+    rows += [draw_keypoints(to_uint8(x), np.asarray(k), scale=scale) for x, k in overlays]
+    return image_grid(rows)
 
 
 @contextlib.contextmanager

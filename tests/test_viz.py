@@ -75,6 +75,19 @@ def test_keypoint_video_enlarges_small_frames_to_128_pixels():
     assert (out[:, :, 192:] != out[:, :, :192]).any()  # the dots
     big = _moving_square(t=2, h=128, w=128)
     assert viz.keypoint_video(big, np.zeros((2, 1, 2))).shape == (2, 128, 256, 3)
+    assert viz.keypoint_video(video, keypoints, scale=2).shape == (3, 48, 128, 3)
+
+
+def test_display_grid_enlarges_image_and_keypoint_rows_alike():
+    images = np.linspace(-1, 1, 2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
+    keypoints = np.zeros((2, 3, 2))
+    grid = viz.display_grid([images, -images], [(images, keypoints)])
+    assert grid.shape == (3 * 130 + 2, 2 * 130 + 2, 3)  # 32 → 128 px, 2-pixel gutters
+    np.testing.assert_array_equal(grid[2:130, 2:130], viz.enlarge(viz.to_uint8(images[0]), 4))
+    overlay = grid[2 * 130 + 2:3 * 130, 2:130]
+    np.testing.assert_array_equal(
+        overlay, viz.draw_keypoints(viz.to_uint8(images[:1]), keypoints[:1], scale=4)[0])
+    assert (overlay != grid[2:130, 2:130]).any()  # the dots
 
 
 def test_to_uint8():

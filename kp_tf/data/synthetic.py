@@ -384,8 +384,7 @@ def main(argv=None) -> None:
     for clip in generate_split(args.split, args.count, seed=args.seed, size=args.size,
                                num_frames=args.num_frames, background=args.background):
         keypoints = pixels_to_normalized(clip.joints, args.size, args.size)
-        video = viz.side_by_side(viz.enlarge(clip.frames, args.scale),
-                                 viz.draw_keypoints(clip.frames, keypoints, scale=args.scale))
+        video = viz.keypoint_video(clip.frames, keypoints, scale=args.scale)
         path = os.path.join(args.out, f"{clip.clip_id}_{clip.meta['action']}.gif")
         viz.write_gif(path, video, fps=12)
         print(path)

@@ -77,14 +77,13 @@ def evaluate_reconstruction(nets, perceptual, data_dir: str, split: str, image_s
 def write_grid(logdir: str, grid: dict, step: int, tag: str) -> None:
     from kp_tf import viz
 
-    s = viz.display_scale(*grid["reference"].shape[1:3])
-    rows = [viz.enlarge(viz.to_uint8(x), s) for x in (
-                grid["reference"], grid["target"], np.clip(grid["output"], -1, 1),
-                np.repeat(grid["mask"] * 2 - 1, 3, axis=-1))]
-    rows.append(viz.draw_keypoints(viz.to_uint8(grid["target"]), grid["target_keypoints"], scale=s))
+    image = viz.display_grid(
+        [grid["reference"], grid["target"], np.clip(grid["output"], -1, 1),
+         np.repeat(grid["mask"] * 2 - 1, 3, axis=-1)],
+        [(grid["target"], grid["target_keypoints"])])
     writer = tf.summary.create_file_writer(logdir)
     with writer.as_default(step=step):
-        tf.summary.image(tag, viz.image_grid(rows)[None])
+        tf.summary.image(tag, image[None])
     writer.flush()
 
 

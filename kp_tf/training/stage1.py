@@ -104,14 +104,9 @@ class Stage1Trainer(AdversarialTrainer):
         reference = batch["reference"][:max_images]
         target = batch["target"][:max_images]
         out = self.nets.translate(reference, target, training=False)
-        s = viz.display_scale(*reference.shape[1:3])
-        rows = [viz.enlarge(viz.to_uint8(x), s) for x in (
-                    reference, target, out["output"], np.clip(out["generated"], -1, 1),
-                    np.repeat(np.asarray(out["mask"]) * 2 - 1, 3, axis=-1))]
-        rows += [viz.draw_keypoints(viz.to_uint8(reference), np.asarray(out["reference_keypoints"]),
-                                    scale=s),
-                 viz.draw_keypoints(viz.to_uint8(target), np.asarray(out["target_keypoints"]),
-                                    scale=s)]
-        grid = viz.image_grid(rows)
+        grid = viz.display_grid(
+            [reference, target, out["output"], np.clip(out["generated"], -1, 1),
+             np.repeat(np.asarray(out["mask"]) * 2 - 1, 3, axis=-1)],
+            [(reference, out["reference_keypoints"]), (target, out["target_keypoints"])])
         tf.summary.image("reference | target | output | generated | mask | kp(ref) | kp(target)"
                          .replace(" ", ""), grid[None], step=step)
