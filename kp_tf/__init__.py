@@ -20,4 +20,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+# TensorFlow's C++ start-up lines (oneDNN notices, CUDA probing on a machine without a GPU) read
+# like failures to a user: the commands hide them (kp_tf.cli) unless the user set this variable.
+TF_LOGS_QUIETED = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+
 __version__ = "0.1.0"

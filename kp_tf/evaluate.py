@@ -743,8 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--sampling", default="stage2", choices=SAMPLINGS,
                    help="which real frames are steps 0..T (see the module docstring)")
-    p.add_argument("--i3d", default=None, help="I3D handle (default $KP_TF_I3D, else TF-Hub)")
-    p.add_argument("--fvd_cache_dir", default=None, help="real-statistics cache (default $KP_TF_CACHE "
+    p.add_argument("--i3d", default=None, help="I3D SavedModel folder, TF-Hub handle or arrays "
+                                               "file (default: kp_tf.pretrained's rule)")
+    p.add_argument("--fvd_cache_dir", default=None, help="real-statistics cache (default $KP_TF_CACHE/fvd "
                                                          "or ~/.cache/kp_tf/fvd)")
     p.add_argument("--fvd_batch_size", type=int, default=8)
     p.add_argument("--classifier_dir", default=None,
@@ -758,8 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kp_tf.cli import UserError
+
     args = build_parser().parse_args(argv)
     classifier = {k: v for k, v in (("steps", args.classifier_steps),
                                     ("max_seconds", args.classifier_seconds),
@@ -772,7 +773,7 @@ def main(argv=None) -> int:
                           fvd_batch_size=args.fvd_batch_size, classifier_dir=args.classifier_dir,
                           classifier=classifier, keypoint_train_clips=args.keypoint_train_clips,
                           verbose=not args.quiet)
-    except (EvaluationError, FileNotFoundError) as e:
+    except (EvaluationError, FileNotFoundError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.quiet:

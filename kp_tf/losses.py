@@ -91,9 +91,9 @@ class PerceptualLoss(keras.layers.Layer):
     Images in [-1, 1] are mapped to [0, 255], RGB→BGR, minus the Caffe means (exactly
     `keras.applications.vgg19.preprocess_input`), then compared at each of `layers` (post-ReLU
     activations) by mean absolute difference; the layer losses are averaged with equal weight,
-    as in the original code. VGG19 is frozen. Weights come from
-    `keras.applications.VGG19(weights="imagenet")`, which reads
-    `$KERAS_HOME/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5` before downloading.
+    as in the original code. VGG19 is frozen. Its ImageNet weights are found by the project's
+    rule for pretrained files (kp_tf.pretrained.vgg19_weights: flag, Keras' cache, the shared
+    folder, the download) and checked before use.
 
     Args:
       layers: VGG19 layer names, e.g. ["block1_conv2", ..., "block5_conv4"].
@@ -106,8 +106,10 @@ class PerceptualLoss(keras.layers.Layer):
         super().__init__(trainable=False, **kwargs)
         self.layer_names = list(layers)
         self.weights_source = weights
-        vgg = keras.applications.VGG19(
-            include_top=False, weights=None if weights in (None, "none") else weights)
+        from kp_tf import pretrained
+
+        vgg = keras.applications.VGG19(include_top=False,
+                                       weights=pretrained.vgg19_weights(weights))
         vgg.trainable = False
         self.features = keras.Model(
             vgg.input, [vgg.get_layer(n).output for n in self.layer_names], name="vgg19_features")

@@ -3,9 +3,9 @@
 `--dataset` picks the preset `flags/NAME.flags` (defaults); any other flag overrides it.
 """
 
-from absl import app, flags
+from absl import flags
 
-from kp_tf import config
+from kp_tf import cli, config
 
 config.define_flags()
 flags.DEFINE_enum("stage", "all", ["all", "data", "keypoints", "pseudo_labels", "motion", "export", "samples"],
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

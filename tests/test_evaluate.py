@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, require_shared
+from conftest import REPO
 from kp_tf import evaluate
 from kp_tf.data import synthetic
 from kp_tf.evaluation import metrics as M
@@ -311,14 +311,9 @@ def test_fvd_plumbing_with_a_stand_in_extractor(tiny_run, exported, tmp_path):
     assert again["sets"]["static"]["fvd"]["value"] == pytest.approx(f["value"], rel=1e-6)
 
 
-def test_fvd_with_i3d(tiny_run, exported, tmp_path_factory):
+def test_fvd_with_i3d(tiny_run, exported, tmp_path_factory, i3d_handle):
     """The real I3D on 2 clips (the CPU runs it at about a video a second)."""
-    handle = os.environ.get("KP_TF_I3D")
-    if not handle:
-        weights = require_shared("weights/i3d_kinetics400_rgb_scratch.npz")
-        from kp_tf.evaluation.i3d import export_savedmodel
-
-        handle = export_savedmodel(weights, str(tmp_path_factory.mktemp("i3d") / "i3d"))
+    handle = i3d_handle
     out = tmp_path_factory.mktemp("fvd_report")
     report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
                                out=str(out), samples=1, frames=FRAMES, max_videos=2, i3d=handle,

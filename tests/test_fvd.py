@@ -6,10 +6,14 @@ need the network keep their videos few and short (9 frames, I3D's minimum).
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import REPO, command_env
 
 GOLDEN_FVD = 133.9  # protocols.md §1 (an independent TF2 rebuild gave 133.909)
 
@@ -178,19 +182,20 @@ def test_streaming_and_real_statistics_cache(tmp_path):
 
 def test_cache_dir_and_handle_from_environment(monkeypatch, tmp_path):
     from kp_tf.evaluation import fvd as fvd_lib
+    (tmp_path / "i3d").mkdir()
+    (tmp_path / "i3d" / "saved_model.pb").write_bytes(b"")
     monkeypatch.setenv("KP_TF_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("KP_TF_I3D", str(tmp_path / "i3d"))
-    assert fvd_lib.default_cache_dir() == tmp_path / "c"
+    assert fvd_lib.default_cache_dir() == tmp_path / "c" / "fvd"
     assert fvd_lib.default_i3d_handle() == str(tmp_path / "i3d")
     monkeypatch.delenv("KP_TF_CACHE")
-    monkeypatch.delenv("KP_TF_I3D")
     assert fvd_lib.default_cache_dir() == Path("~/.cache/kp_tf/fvd").expanduser()
-    assert fvd_lib.default_i3d_handle() == "https://tfhub.dev/deepmind/i3d-kinetics-400/1"
 
 
-def test_unloadable_handle_names_the_remedy(tmp_path):
+def test_unloadable_handle_names_the_problem(tmp_path):
     from kp_tf.evaluation.fvd import I3DFeatures
-    with pytest.raises(RuntimeError, match="tools/export_i3d.py"):
+    from kp_tf.pretrained import PretrainedFileError
+    with pytest.raises(PretrainedFileError, match="nothing here: not a SavedModel folder"):
         I3DFeatures(str(tmp_path / "nothing here"))
 
 
@@ -299,8 +304,10 @@ def _write_data_folder(folder, clips, split="test"):
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_cli_on_folders(i3d_handle, tmp_path, capsys, caplog):
-    from kp_tf import fvd as cli
+def test_cli_on_folders(i3d_handle, tmp_path):
+    """Every readable format on one side, a data folder on the other; the unreadable and short
+    videos are named, and the command prints the FVD of what was read."""
+    from kp_tf.evaluation.video_folders import VideoSource
 
     videos = smooth_videos(5, frames=10, size=32, seed=7)
     real = tmp_path / "real"
@@ -316,26 +323,29 @@ def test_cli_on_folders(i3d_handle, tmp_path, capsys, caplog):
     gen = tmp_path / "generated"
     _write_data_folder(gen, [videos[3], videos[2][:6], videos[1]])
 
-    with caplog.at_level(logging.WARNING):
-        code = cli.main([str(real), str(gen), f"--i3d={i3d_handle}", "--frames=9",
-                         "--batch_size=3", "--split=test"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    fvd_line = [line for line in out.splitlines() if line.startswith("FVD:")]
-    assert len(fvd_line) == 1 and np.isfinite(float(fvd_line[0].split()[1]))
-    assert float(fvd_line[0].split()[1]) > 0
-    assert "videos: real 4, generated 2" in out
-    warnings = caplog.text
+    source = VideoSource(real, frames=9)
+    assert [v.shape for v in source] == [(9, 32, 32, 3)] * 4
+    assert sorted(Path(name).name for name, _ in source.skipped) == [
+        "broken.gif", "notes.txt", "short.npy"]
+    result = subprocess.run(
+        [sys.executable, "-m", "kp_tf.fvd", str(real), str(gen), f"--i3d={i3d_handle}",
+         "--frames=9", "--batch_size=3", "--split=test"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    fvd_line = [line for line in result.stdout.splitlines() if line.startswith("FVD:")]
+    assert len(fvd_line) == 1 and float(fvd_line[0].split()[1]) > 0
+    assert "videos: real 4, generated 2" in result.stdout
     for name in ("short.npy", "broken.gif", "notes.txt", "clip1"):
-        assert name in warnings
+        assert name in result.stderr
 
 
-def test_cli_reports_errors_without_traceback(tmp_path, capsys):
-    from kp_tf import fvd as cli
+def test_cli_reports_errors_without_traceback(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     np.save(a / "x.npy", smooth_videos(1, frames=9, size=8)[0])
-    code = cli.main([str(a), str(b), "--i3d", str(tmp_path / "no_model"), "--frames=9"])
-    assert code == 1
-    assert "error:" in capsys.readouterr().err
+    result = subprocess.run(
+        [sys.executable, "-m", "kp_tf.fvd", str(a), str(b), f"--i3d={tmp_path / 'no_model'}",
+         "--frames=9"], capture_output=True, text=True, cwd=REPO, timeout=300, env=command_env())
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --i3d={tmp_path / 'no_model'}: not a SavedModel folder (no saved_model.pb)"

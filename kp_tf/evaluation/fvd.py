@@ -32,22 +32,23 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-TFHUB_I3D = "https://tfhub.dev/deepmind/i3d-kinetics-400/1"
-I3D_ENV = "KP_TF_I3D"
-CACHE_ENV = "KP_TF_CACHE"
-DEFAULT_CACHE_DIR = "~/.cache/kp_tf/fvd"
 IMAGE_SIZE = 224
 NUM_FEATURES = 400
 
 
 def default_i3d_handle() -> str:
-    """$KP_TF_I3D when set (a local SavedModel from tools/export_i3d.py), else the TF-Hub URL."""
-    return os.environ.get(I3D_ENV) or TFHUB_I3D
+    """The I3D by the project's rule for pretrained files (kp_tf.pretrained.i3d_handle)."""
+    from kp_tf import pretrained
+
+    return pretrained.i3d_handle()
 
 
 def default_cache_dir() -> Path:
-    """$KP_TF_CACHE when set, else ~/.cache/kp_tf/fvd."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+    """Where real-video statistics are cached: `fvd/` in kp_tf's cache ($KP_TF_CACHE, else
+    ~/.cache/kp_tf)."""
+    from kp_tf import pretrained
+
+    return pretrained.cache_dir() / "fvd"
 
 
 # --- preprocessing ----------------------------------------------------------------------------
@@ -94,8 +95,8 @@ class I3DFeatures:
     as `module.signatures["default"](videos)["default"]`.
 
     Args:
-      handle: TF-Hub handle or local folder; default `default_i3d_handle()` ($KP_TF_I3D, else
-        the TF-Hub URL).
+      handle: TF-Hub handle, local folder or the arrays file; default: the project's rule
+        for pretrained files (kp_tf.pretrained).
 
     Call:
       videos: float32 [N, T, 224, 224, 3] in [-1, 1], T >= 9.
@@ -106,15 +107,17 @@ class I3DFeatures:
     def __init__(self, handle: Optional[str] = None):
         import tensorflow_hub as hub
 
-        self.handle = str(handle or default_i3d_handle())
+        from kp_tf import pretrained
+
+        self.handle = pretrained.i3d_handle(None if handle is None else str(handle))
         try:
             self.module = hub.load(self.handle)
-        except Exception as e:  # noqa: BLE001 - re-raised with the remedy
-            raise RuntimeError(
-                f"could not load the I3D network from {self.handle!r} ({type(e).__name__}: {e}). "
-                f"Without network access, build a local copy with `python tools/export_i3d.py "
-                f"--weights=.../i3d_kinetics400_rgb_scratch.npz --out=DIR` and set {I3D_ENV}=DIR "
-                f"or pass the folder as the handle.") from e
+        except Exception as e:  # noqa: BLE001 - re-raised in one line with the remedy
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise pretrained.PretrainedFileError(
+                f"could not load the I3D network from {self.handle} ({type(e).__name__}: "
+                f"{reason}); pass --i3d=DIR with a SavedModel, or the arrays file "
+                f"{pretrained.I3D_ARRAYS.filename}") from e
         try:
             self._fn = self.module.signatures["default"]
         except (AttributeError, KeyError) as e:
@@ -155,7 +158,9 @@ def get_extractor(i3d: Union[None, str, os.PathLike, I3DFeatures] = None) -> I3D
     object (anything callable on [-1, 1] batches, e.g. an `I3DFeatures`) is returned as is."""
     if i3d is not None and not isinstance(i3d, (str, os.PathLike)):
         return i3d
-    handle = str(i3d or default_i3d_handle())
+    from kp_tf import pretrained
+
+    handle = pretrained.i3d_handle(None if i3d is None else str(i3d))
     if handle not in _EXTRACTORS:
         _EXTRACTORS[handle] = I3DFeatures(handle)
     return _EXTRACTORS[handle]
@@ -395,12 +400,12 @@ def fvd(real_videos: Iterable, generated_videos: Iterable, *, i3d=None, batch_si
     Args:
       real_videos, generated_videos: iterables of videos [T, H, W, 3] and/or batches
         [B, T, H, W, 3] (uint8 or float 0..255; any H, W; same T within a set, >= 9).
-      i3d: TF-Hub handle, local SavedModel folder or `I3DFeatures`; default $KP_TF_I3D, else
-        the official TF-Hub module.
+      i3d: TF-Hub handle, local SavedModel folder or `I3DFeatures`; default: the project's
+        rule for pretrained files (kp_tf.pretrained).
       batch_size: videos per I3D call.
       real_cache_name: when given, the real statistics are read from / written to
         `<cache_dir>/<real_cache_name>.npz` (see `cached_statistics`).
-      cache_dir: default $KP_TF_CACHE, else ~/.cache/kp_tf/fvd.
+      cache_dir: default `default_cache_dir()`.
       max_videos: use at most this many videos per side.
 
     Returns:

@@ -33,6 +33,11 @@ def latest_checkpoint(stage_dir: str):
     return tf.train.latest_checkpoint(os.path.join(stage_dir, "checkpoints"))
 
 
+def _stage_finished(stage_dir: str, steps: int) -> bool:
+    checkpoint = latest_checkpoint(stage_dir)
+    return bool(checkpoint) and int(checkpoint.rsplit("-", 1)[1]) >= steps
+
+
 def _write_config(cfg, directory):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w") as f:
@@ -220,6 +225,10 @@ def run(cfg, stage: str = "all", strategy=None):
         raise ValueError(f"unknown stage {stage!r}; choose all or one of {STAGES}")
     strategy = strategy or loop.make_strategy()
     steps = STAGES if stage == "all" else (stage,)
+    if "keypoints" in steps and not _stage_finished(paths(cfg)["keypoints"], cfg.stage1_steps):
+        from kp_tf import pretrained
+
+        pretrained.vgg19_weights(cfg.vgg_weights)  # fail now, not after preparing the data
     for name in steps:
         logging.info("stage %s", name)
         if name == "data":
