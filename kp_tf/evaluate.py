@@ -62,6 +62,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from kp_tf import run_folder
+
 METRICS = ("fvd", "action", "diversity", "recon", "keypoints", "classes")
 SETS = ("static", "oracle", "model")
 SAMPLINGS = ("stage2", "consecutive")
@@ -73,24 +75,6 @@ class EvaluationError(ValueError):
 
 
 # --- the export -----------------------------------------------------------------------------
-
-def checkpoint_steps(model_dir: str) -> dict:
-    """The training steps of the export's checkpoints (…/ckpt-STEP in export_info.json)."""
-    from kp_tf.export import EXPORT_INFO
-
-    path = os.path.join(model_dir, EXPORT_INFO)
-    out = {"stage1": None, "stage2": None, "stage1_checkpoint": None, "stage2_checkpoint": None}
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        info = json.load(f)
-    for stage in ("stage1", "stage2"):
-        ckpt = info.get(f"{stage}_checkpoint")
-        out[f"{stage}_checkpoint"] = ckpt
-        match = re.search(r"ckpt-(\d+)$", str(ckpt or ""))
-        out[stage] = int(match.group(1)) if match else None
-    return out
-
 
 class ExportedDetector:
     """The export's `detect_keypoints` as a callable `detector(x, training=False)` → [B, K, 2],
@@ -107,10 +91,10 @@ class ExportedDetector:
 
 
 class Exported:
-    """A loaded export (kp_tf.predict.Predictor) with batched helpers on uint8 frames."""
+    """A loaded export (kp_tf.inference.Predictor) with batched helpers on uint8 frames."""
 
     def __init__(self, model_dir: str):
-        from kp_tf.predict import PredictError, Predictor
+        from kp_tf.inference import PredictError, Predictor
 
         try:
             self.predictor = Predictor(model_dir)
@@ -124,7 +108,7 @@ class Exported:
         self.sequence_length = int(self.config["sequence_length"])
         self.latent_dim = int(self.config["latent_dim"])
         self.detector = ExportedDetector(self.model)
-        self.steps = checkpoint_steps(model_dir)
+        self.steps = run_folder.export_steps(model_dir)
 
     def detect(self, frames_uint8) -> np.ndarray:
         """uint8 [N, S, S, 3] → keypoints [N, K, 2]."""
@@ -348,7 +332,7 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         if frames < FVD_MIN_FRAMES:
             skip("fvd", f"I3D needs at least {FVD_MIN_FRAMES} frames (--frames={frames})")
         else:
-            from kp_tf.evaluation import fvd as fvd_lib
+            from kp_tf.evaluation import frechet_video_distance as fvd_lib
 
             extractor = fvd_lib.get_extractor(i3d)  # fails now, not after the generation
     if not has_classes:
@@ -459,7 +443,7 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
 
     # 5. FVD ----------------------------------------------------------------------------------
     if "fvd" in active:
-        from kp_tf.evaluation import fvd as fvd_lib
+        from kp_tf.evaluation import frechet_video_distance as fvd_lib
 
         t0 = time.perf_counter()
         key = (f"{dataset}-{split}-T{frames}-S{s}-{sampling}"

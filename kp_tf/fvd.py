@@ -5,7 +5,7 @@
 REAL and GENERATED are each a folder of videos (any format `make_tfrecords` reads, or .npy
 arrays [T, H, W, 3]) or a converted data folder (manifest.json), of which the clips of --split
 are used. The first --frames frames of every video are scored (protocols §1; the FVD code itself
-resizes them, see kp_tf/evaluation/fvd.py). Videos shorter than that, and files that cannot be
+resizes them, see kp_tf/evaluation/frechet_video_distance.py). Videos shorter than that, and files that cannot be
 read, are named and skipped. Prints the FVD and the number of videos used on each side. The I3D
 is found by the project's rule for pretrained files (kp_tf.pretrained).
 """
@@ -29,7 +29,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) != 3:
         raise cli.UserError("give two folders: python -m kp_tf.fvd REAL GENERATED [--flags]")
-    from kp_tf.evaluation import fvd, video_folders
+    from kp_tf.evaluation import frechet_video_distance as fvd, video_folders
 
     try:
         real = video_folders.VideoSource(argv[1], FLAGS.frames, FLAGS.split)

@@ -140,3 +140,30 @@ class PerceptualLoss(keras.layers.Layer):
         config = super().get_config()
         config.update({"layers": self.layer_names, "weights": self.weights_source})
         return config
+
+
+def motion_generator_losses(cfg, reconstruction, target, mu, log_var, fake_logits=None):
+    """Generator loss L_M of eq. (5): λ_kl·KL + λ2·L1 + λ3·adversarial.
+
+    Args:
+      cfg: Config (lambda_kl, lambda_l1, lambda_sequence_adv).
+      reconstruction, target: [B, L, K, 2] decoded and pseudo-label sequences.
+      mu, log_var: [B, latent_dim] posterior statistics.
+      fake_logits: D_seq(reconstruction) [B, 1]; None drops the adversarial term (a cVAE
+        trained without D_seq), reported as 0.
+
+    Returns:
+      {"kl", "l1", "adversarial", "total"} scalars; "l1" is unweighted (mean absolute
+      coordinate error), "kl" the plain KL, "total" the weighted sum to minimise (its KL
+      term floored per dimension at cfg.kl_free_bits when that is > 0).
+    """
+    kl = kl_divergence(mu, log_var)
+    kl_loss = kl_divergence(mu, log_var, cfg.kl_free_bits) if cfg.kl_free_bits else kl
+    l1 = keypoint_l1(reconstruction, target)
+    if fake_logits is None:
+        adversarial = ops.zeros((), dtype=kl.dtype)
+    else:
+        adversarial = generator_adversarial_loss(fake_logits)
+    total = cfg.lambda_kl * kl_loss + cfg.lambda_l1 * l1 + cfg.lambda_sequence_adv * adversarial
+    return {"kl": kl, "l1": l1, "adversarial": adversarial, "total": total}
+

@@ -1,132 +1,39 @@
-"""Image + action → videos, from an exported SavedModel.
+"""Launcher: image + action → videos from an exported model.
 
     python -m kp_tf.predict --model=EXPORT_DIR --image=PATH --action=NAME \
         --samples=5 --frames=32 --out=DIR
 
-Writes, per sample s: `sample_s.gif`, `sample_s.mp4`, `sample_s_keypoints.gif` (video | its
-keypoints drawn), `sample_s_keypoints.npy` ([frames, K, 2], (x, y) in [-1, 1]) and one
-`keypoints.json` for all samples. Any image size and channel count is accepted (alpha dropped,
-grey → RGB, resized on its shorter side and centre-cropped to the model's resolution).
-`--frames` beyond the generator's training length continues the motion by rolling it forward.
+Writes per sample s `sample_s.gif`, `sample_s.mp4`, `sample_s_keypoints.gif`,
+`sample_s_keypoints.npy` and one `keypoints.json` (kp_tf.inference.predict_to_files).
 """
 
-from __future__ import annotations
+from absl import flags
 
-import json
-import os
-import sys
+from kp_tf import cli
 
-import cv2
-import numpy as np
-from absl import app, flags
-
-
-class PredictError(ValueError):
-    pass
-
-
-def load_image(path: str, size: int) -> np.ndarray:
-    """→ float32 [size, size, 3] in [-1, 1]; raises PredictError naming the file."""
-    if not os.path.exists(path):
-        raise PredictError(f"{path}: no such file")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise PredictError(f"{path}: not a readable image (corrupt, empty or unsupported format)")
-    if image.dtype == np.uint16:
-        image = (image / 257).astype(np.uint8)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    elif image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    else:
-        raise PredictError(f"{path}: unsupported channel count {image.shape[2]}")
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    image = image[top:top + size, left:left + size]
-    return image.astype(np.float32) / 127.5 - 1.0
-
-
-class Predictor:
-    """A loaded export: `predict(image, action, seed, frames)` → (video uint8, keypoints)."""
-
-    def __init__(self, model_dir: str):
-        import tensorflow as tf
-
-        if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-            raise PredictError(f"{model_dir}: no SavedModel here (export one with "
-                               f"python -m kp_tf.export --logdir=RUN --out={model_dir})")
-        self._tf = tf
-        self.model = tf.saved_model.load(model_dir)
-        self.config = json.loads(self.model.config_json.numpy().decode())
-        self.actions = [a.decode() for a in self.model.action_names.numpy() if a]
-        self.image_size = int(self.config["image_size"])
-
-    def action_index(self, name: str) -> int:
-        if not self.actions:
-            return 0  # a model without classes ignores the action
-        if name not in self.actions:
-            raise PredictError(f"unknown action {name!r}; this model knows: {', '.join(self.actions)}")
-        return self.actions.index(name)
-
-    def predict(self, image: np.ndarray, action: int, seed: int, frames: int):
-        tf = self._tf
-        out = self.model.predict_video(tf.constant(image), tf.constant(action, tf.int32),
-                                       tf.constant(seed, tf.int64), tf.constant(frames, tf.int32))
-        video = np.clip((out["video"].numpy() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-        return video, out["keypoints"].numpy(), out["first_keypoints"].numpy()
-
-
-def predict_to_files(model_dir, image_path, action, samples, frames, out_dir, seed=0, fps=10):
-    from kp_tf import viz
-
-    if samples < 1 or frames < 1:
-        raise PredictError(f"--samples and --frames must be ≥ 1 (got {samples}, {frames})")
-    predictor = Predictor(model_dir)
-    index = predictor.action_index(action)
-    image = load_image(image_path, predictor.image_size)
-    os.makedirs(out_dir, exist_ok=True)
-    record = {"model": model_dir, "image": image_path, "action": action, "frames": frames,
-              "samples": []}
-    for s in range(samples):
-        video, keypoints, first = predictor.predict(image, index, seed + s, frames)
-        stem = os.path.join(out_dir, f"sample_{s}")
-        viz.write_gif(stem + ".gif", video, fps=fps)
-        viz.write_mp4(stem + ".mp4", video, fps=fps)
-        viz.write_gif(stem + "_keypoints.gif", viz.keypoint_video(video, keypoints), fps=fps)
-        np.save(stem + "_keypoints.npy", keypoints)
-        record["samples"].append({"seed": seed + s, "video": stem + ".gif",
-                                  "first_keypoints": first.tolist(), "keypoints": keypoints.tolist()})
-    with open(os.path.join(out_dir, "keypoints.json"), "w") as f:
-        json.dump(record, f)
-    return record
+flags.DEFINE_string("model", None, "Export folder (python -m kp_tf.export).")
+flags.DEFINE_string("image", None, "Input image (any size; png, jpg, ...).")
+flags.DEFINE_string("action", "", "Action name (an unknown name lists the model's actions).")
+flags.DEFINE_integer("samples", 5, "Videos to sample (different z).", lower_bound=1)
+flags.DEFINE_integer("frames", 32, "Frames per video; past the training length the motion is "
+                     "rolled forward.", lower_bound=1)
+flags.DEFINE_string("out", "predictions", "Output folder.")
+flags.DEFINE_integer("seed", 0, "Seed of the first sample; sample s uses seed + s.")
+flags.DEFINE_integer("fps", 10, "Frames per second of the GIF/MP4 files.", lower_bound=1)
+flags.mark_flags_as_required(["model", "image"])
+FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    try:
-        record = predict_to_files(FLAGS.model, FLAGS.image, FLAGS.action, FLAGS.samples,
-                                  FLAGS.frames, FLAGS.out, FLAGS.seed, FLAGS.fps)
-    except PredictError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(record['samples'])} videos of {FLAGS.frames} frames to {FLAGS.out}")
+    from kp_tf.inference import predict_to_files
+
+    record = predict_to_files(FLAGS.model, FLAGS.image, FLAGS.action, FLAGS.samples,
+                              FLAGS.frames, FLAGS.out, FLAGS.seed, FLAGS.fps)
+    count = len(record["samples"])
+    print(f"Wrote {count} video{'s' if count != 1 else ''} of {FLAGS.frames} frames to {FLAGS.out}")
     return 0
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("model", None, "Export folder (python -m kp_tf.export).")
-    flags.DEFINE_string("image", None, "Input image (any size; png, jpg, ...).")
-    flags.DEFINE_string("action", "", "Action name (see the error message for the model's list).")
-    flags.DEFINE_integer("samples", 5, "Videos to sample (different z).")
-    flags.DEFINE_integer("frames", 32, "Frames per video; past the training length the motion is rolled forward.")
-    flags.DEFINE_string("out", "predictions", "Output folder.")
-    flags.DEFINE_integer("seed", 0, "Seed of the first sample; sample s uses seed + s.")
-    flags.DEFINE_integer("fps", 10, "Frames per second of the GIF/MP4 files.")
-    flags.mark_flags_as_required(["model", "image"])
-    FLAGS = flags.FLAGS
-    app.run(main)
+    cli.run(main)

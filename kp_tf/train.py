@@ -17,10 +17,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from kp_tf.training import loop, run
+    from kp_tf import stages
+    from kp_tf.training import loop
 
     cfg = config.config_from_flags(FLAGS)
-    run.run(cfg, FLAGS.stage, loop.make_strategy(FLAGS.strategy))
+    stages.run(cfg, FLAGS.stage, loop.make_strategy(FLAGS.strategy))
 
 
 if __name__ == "__main__":

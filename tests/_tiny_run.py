@@ -47,13 +47,13 @@ def make_config(data_dir, logdir, **overrides):
 
 def build(root) -> TinyRun:
     from kp_tf.data import datasets
-    from kp_tf.training import run
+    from kp_tf import stages
 
     data_dir, logdir = os.path.join(root, "data"), os.path.join(root, "run")
     cfg = make_config(data_dir, logdir)
     datasets.convert("synthetic", out=data_dir, resolution=RESOLUTION, num_train=NUM_TRAIN,
                      num_test=NUM_TEST, num_frames=NUM_FRAMES, log=None)
-    run.run(cfg, "all")
+    stages.run(cfg, "all")
     return TinyRun(cfg, data_dir, logdir)
 
 

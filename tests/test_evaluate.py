@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - depends on the checkout
 
         from kp_tf import config
         from kp_tf.data import datasets
-        from kp_tf.training import run
+        from kp_tf import stages
 
         root = tmp_path_factory.mktemp("tiny_run")
         cfg = config.load_preset("tiny", data_dir=str(root / "data"), logdir=str(root / "run"),
@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on the checkout
                                  checkpoint_every=100)
         datasets.convert("synthetic", out=cfg.data_dir, resolution=32, num_train=8, num_test=4,
                          num_frames=40, log=None)
-        run.run(cfg, "all")
+        stages.run(cfg, "all")
         return types.SimpleNamespace(cfg=cfg, data_dir=cfg.data_dir, logdir=cfg.logdir,
                                      export_dir=os.path.join(cfg.logdir, "export"))
 
@@ -286,7 +286,7 @@ class FakeI3D:
 
 
 def test_fvd_plumbing_with_a_stand_in_extractor(tiny_run, exported, tmp_path):
-    from kp_tf.evaluation import fvd
+    from kp_tf.evaluation import frechet_video_distance as fvd
 
     fake = FakeI3D()
     report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",

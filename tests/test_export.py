@@ -16,10 +16,8 @@ import pytest
 import tensorflow as tf
 
 from _tiny_run import tiny_run  # noqa: F401  (the shared trained run, a fixture)
-from kp_tf import export
+from kp_tf import run_folder, serving
 from kp_tf.data import synthetic
-from kp_tf.training import pseudo_labels as pl
-from kp_tf.training import run
 
 ATOL = 1e-5
 SEED, OTHER_SEED, ACTION = 7, 8, 2
@@ -110,9 +108,9 @@ def synthetic_frame(tiny_run):  # noqa: F811
 @pytest.fixture(scope="module")
 def keras_models(tiny_run):  # noqa: F811
     cfg = tiny_run.cfg
-    ckpt1 = run.latest_checkpoint(tiny_run.path("keypoints"))
-    ckpt2 = run.latest_checkpoint(tiny_run.path("motion"))
-    detector, encoder, translator, generator = export.restore_models(cfg, ckpt1, ckpt2)
+    ckpt1 = run_folder.latest_checkpoint(tiny_run.path("keypoints"))
+    ckpt2 = run_folder.latest_checkpoint(tiny_run.path("motion"))
+    detector, encoder, translator, generator = serving.restore_models(cfg, ckpt1, ckpt2)
     return cfg, detector, encoder, translator, generator
 
 
@@ -139,11 +137,11 @@ def test_restore_models_restores_every_trained_weight(tiny_run, keras_models):  
     checkpoint's `g_optimizer/_trainable_variables/i` is the i-th trained weight.
     """
     cfg, detector, encoder, translator, generator = keras_models
-    stages = {"keypoints": detector.trainable_variables + encoder.trainable_variables
-              + translator.trainable_variables,
-              "motion": generator.trainable_variables}
-    for stage, variables in stages.items():
-        reader = tf.train.load_checkpoint(run.latest_checkpoint(tiny_run.path(stage)))
+    per_stage = {"keypoints": detector.trainable_variables + encoder.trainable_variables
+                 + translator.trainable_variables,
+                 "motion": generator.trainable_variables}
+    for stage, variables in per_stage.items():
+        reader = tf.train.load_checkpoint(run_folder.latest_checkpoint(tiny_run.path(stage)))
         for i, variable in enumerate(variables):
             key = f"g_optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"
             np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key),
@@ -261,10 +259,10 @@ def test_action_names_and_config_travel_with_the_model(exported, tiny_run):  # n
         assert f.read().splitlines() == names
     with open(os.path.join(extra, "config.json")) as f:
         assert json.load(f) == dataclasses.asdict(cfg)
-    with open(os.path.join(tiny_run.export_dir, export.EXPORT_INFO)) as f:
+    with open(os.path.join(tiny_run.export_dir, run_folder.EXPORT_INFO)) as f:
         info = json.load(f)
-    ckpt1 = run.latest_checkpoint(tiny_run.path("keypoints"))
-    ckpt2 = run.latest_checkpoint(tiny_run.path("motion"))
+    ckpt1 = run_folder.latest_checkpoint(tiny_run.path("keypoints"))
+    ckpt2 = run_folder.latest_checkpoint(tiny_run.path("motion"))
     assert info == {"stage1_checkpoint": ckpt1, "stage2_checkpoint": ckpt2,
-                    "stage1_fingerprint": pl.checkpoint_fingerprint(ckpt1),
-                    "stage2_fingerprint": pl.checkpoint_fingerprint(ckpt2)}
+                    "stage1_fingerprint": run_folder.checkpoint_fingerprint(ckpt1),
+                    "stage2_fingerprint": run_folder.checkpoint_fingerprint(ckpt2)}

@@ -65,7 +65,7 @@ def _reference_fd(mu1, s1, mu2, s2):
 
 def test_frechet_distance_matches_independent_computation():
     from scipy import linalg
-    from kp_tf.evaluation.fvd import FeatureStatistics, frechet_distance
+    from kp_tf.evaluation.frechet_video_distance import FeatureStatistics, frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=[300, 40]) @ rng.normal(size=[40, 40]) + 3.0
@@ -83,7 +83,7 @@ def test_frechet_distance_matches_independent_computation():
 
 
 def test_frechet_distance_singular_covariances():
-    from kp_tf.evaluation.fvd import frechet_distance
+    from kp_tf.evaluation.frechet_video_distance import frechet_distance
     zero = np.zeros([400, 400])
     mu1, mu2 = np.zeros(400), np.full(400, 0.5)
     assert frechet_distance(mu1, zero, mu2, zero) == pytest.approx(100.0, abs=1e-4)
@@ -93,7 +93,7 @@ def test_frechet_distance_singular_covariances():
 
 
 def test_statistics_do_not_depend_on_batching():
-    from kp_tf.evaluation.fvd import FeatureStatistics
+    from kp_tf.evaluation.frechet_video_distance import FeatureStatistics
     rng = np.random.default_rng(1)
     # Logit-like features: a large common offset over small variations.
     feats = (rng.normal(size=[101, 400]) + 20.0).astype(np.float32)
@@ -112,7 +112,7 @@ def test_statistics_do_not_depend_on_batching():
 
 
 def test_statistics_save_load(tmp_path):
-    from kp_tf.evaluation.fvd import FeatureStatistics
+    from kp_tf.evaluation.frechet_video_distance import FeatureStatistics
     feats = np.random.default_rng(2).normal(size=[30, 400])
     s = FeatureStatistics().update(feats[:20])
     s.save(tmp_path / "s.npz", name="x")
@@ -127,7 +127,7 @@ def test_statistics_save_load(tmp_path):
 
 def test_preprocess_is_legacy_bilinear_resize():
     import tensorflow as tf
-    from kp_tf.evaluation.fvd import preprocess
+    from kp_tf.evaluation.frechet_video_distance import preprocess
 
     video = np.random.default_rng(3).integers(0, 256, [2, 3, 5, 7, 3]).astype(np.uint8)
     got = preprocess(video).numpy()
@@ -151,7 +151,7 @@ def test_preprocess_is_legacy_bilinear_resize():
 
 
 def test_streaming_and_real_statistics_cache(tmp_path):
-    from kp_tf.evaluation.fvd import FeatureStatistics, fvd
+    from kp_tf.evaluation.frechet_video_distance import FeatureStatistics, fvd
 
     videos = smooth_videos(7, frames=9, size=16, seed=4)
     fake = FakeExtractor()
@@ -181,7 +181,7 @@ def test_streaming_and_real_statistics_cache(tmp_path):
 
 
 def test_cache_dir_and_handle_from_environment(monkeypatch, tmp_path):
-    from kp_tf.evaluation import fvd as fvd_lib
+    from kp_tf.evaluation import frechet_video_distance as fvd_lib
     (tmp_path / "i3d").mkdir()
     (tmp_path / "i3d" / "saved_model.pb").write_bytes(b"")
     monkeypatch.setenv("KP_TF_CACHE", str(tmp_path / "c"))
@@ -193,7 +193,7 @@ def test_cache_dir_and_handle_from_environment(monkeypatch, tmp_path):
 
 
 def test_unloadable_handle_names_the_problem(tmp_path):
-    from kp_tf.evaluation.fvd import I3DFeatures
+    from kp_tf.evaluation.frechet_video_distance import I3DFeatures
     from kp_tf.pretrained import PretrainedFileError
     with pytest.raises(PretrainedFileError, match="nothing here: not a SavedModel folder"):
         I3DFeatures(str(tmp_path / "nothing here"))
@@ -202,7 +202,7 @@ def test_unloadable_handle_names_the_problem(tmp_path):
 # --- with the network -------------------------------------------------------------------------
 
 def _golden(i3d_handle, n):
-    from kp_tf.evaluation.fvd import fvd
+    from kp_tf.evaluation.frechet_video_distance import fvd
     zeros = np.zeros([n, 15, 64, 64, 3], np.uint8)
     full = np.full([n, 15, 64, 64, 3], 255, np.uint8)
     result = fvd(zeros, full, i3d=i3d_handle, batch_size=8)
@@ -224,7 +224,7 @@ def test_golden_value_reference_size(i3d_handle):
 
 
 def test_features_independent_of_batch_size_and_self_distance(i3d_handle):
-    from kp_tf.evaluation.fvd import (FeatureStatistics, compute_statistics, get_extractor,
+    from kp_tf.evaluation.frechet_video_distance import (FeatureStatistics, compute_statistics, get_extractor,
                                       statistics_distance)
 
     class Recorder:

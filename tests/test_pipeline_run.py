@@ -1,4 +1,4 @@
-"""`run.run(cfg, "all")` end to end on the shared tiny run: outputs, skipping, staleness, errors."""
+"""`stages.run(cfg, "all")` end to end on the shared tiny run: outputs, skipping, staleness, errors."""
 
 import json
 import os
@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from _tiny_run import NUM_FRAMES, NUM_TEST, NUM_TRAIN, copy_run, make_config, tiny_run  # noqa: F401
-from kp_tf import config, export
+from kp_tf import config, run_folder, serving
 from kp_tf.data import tfrecords
 from kp_tf.training import pseudo_labels as pl
-from kp_tf.training import run
+from kp_tf import stages
 
 
 def _step_of(checkpoint):
@@ -52,7 +52,7 @@ def _snapshot(root):
 def test_checkpoints_at_configured_steps(tiny_run):  # noqa: F811
     cfg = tiny_run.cfg
     for stage, steps in (("keypoints", cfg.stage1_steps), ("motion", cfg.stage2_steps)):
-        checkpoint = run.latest_checkpoint(tiny_run.path(stage))
+        checkpoint = run_folder.latest_checkpoint(tiny_run.path(stage))
         assert checkpoint == tiny_run.path(stage, "checkpoints", f"ckpt-{steps}")
         assert _step_of(checkpoint) == steps
         with open(tiny_run.path(stage, "config.json")) as f:
@@ -63,9 +63,9 @@ def test_pseudo_labels_label_every_frame_of_every_clip(tiny_run):  # noqa: F811
     cfg, labels_dir = tiny_run.cfg, tiny_run.path("pseudo_labels")
     with open(os.path.join(labels_dir, pl.MANIFEST)) as f:
         manifest = json.load(f)
-    checkpoint = run.latest_checkpoint(tiny_run.path("keypoints"))
+    checkpoint = run_folder.latest_checkpoint(tiny_run.path("keypoints"))
     assert manifest["detector_checkpoint"] == checkpoint
-    assert manifest["detector_fingerprint"] == pl.checkpoint_fingerprint(checkpoint)
+    assert manifest["detector_fingerprint"] == run_folder.checkpoint_fingerprint(checkpoint)
     assert manifest["num_keypoints"] == cfg.num_keypoints
     for split, count in (("train", NUM_TRAIN), ("test", NUM_TEST)):
         clips, labels = _data_clips(tiny_run.data_dir, split), _label_records(labels_dir, split)
@@ -83,7 +83,7 @@ def test_pseudo_labels_label_every_frame_of_every_clip(tiny_run):  # noqa: F811
 
 def test_pseudo_labels_are_the_detectors_keypoints(tiny_run):  # noqa: F811
     cfg = tiny_run.cfg
-    detector = run.restore_detector(cfg, run.latest_checkpoint(tiny_run.path("keypoints")))
+    detector = run_folder.restore_detector(cfg, run_folder.latest_checkpoint(tiny_run.path("keypoints")))
     record = next(iter(tf.data.TFRecordDataset(tfrecords.shard_paths(tiny_run.data_dir, "test"))))
     clip = tfrecords.parse_clip(record)
     frames = tfrecords.decode_frames(clip["frames_png"]).numpy()
@@ -95,7 +95,7 @@ def test_pseudo_labels_are_the_detectors_keypoints(tiny_run):  # noqa: F811
 def test_rerun_skips_finished_steps(tiny_run, capsys):  # noqa: F811
     before_run, before_data = _snapshot(tiny_run.logdir), _snapshot(tiny_run.data_dir)
     capsys.readouterr()
-    run.run(tiny_run.cfg, "all")
+    stages.run(tiny_run.cfg, "all")
     printed = capsys.readouterr().out
     after_run = _snapshot(tiny_run.logdir)
     # Only the stages' config.json files are written again; no checkpoint, pseudo-label,
@@ -110,7 +110,7 @@ def test_rerun_skips_finished_steps(tiny_run, capsys):  # noqa: F811
 
 def _relocate(copy, original_logdir):
     """Rewrites the copied run's records of checkpoint paths to the copy's own paths."""
-    for path in (copy.path("pseudo_labels", pl.MANIFEST), copy.path("export", export.EXPORT_INFO)):
+    for path in (copy.path("pseudo_labels", pl.MANIFEST), copy.path("export", run_folder.EXPORT_INFO)):
         with open(path) as f:
             text = f.read()
         with open(path, "w") as f:
@@ -120,17 +120,17 @@ def _relocate(copy, original_logdir):
 def test_stale_pseudo_labels_and_export_are_rebuilt(tiny_run, tmp_path, capsys):  # noqa: F811
     copy = copy_run(tiny_run, tmp_path)
     _relocate(copy, tiny_run.logdir)
-    old_ckpt1 = run.latest_checkpoint(copy.path("keypoints"))
+    old_ckpt1 = run_folder.latest_checkpoint(copy.path("keypoints"))
     assert pl.is_current(copy.path("pseudo_labels"), old_ckpt1)
     old_labels = _label_records(copy.path("pseudo_labels"), "test")
     before = _snapshot(copy.logdir)
 
     cfg = copy.cfg.replace(stage1_steps=copy.cfg.stage1_steps + 1)  # stage 1 trains on
-    run.run(cfg, "all")
+    stages.run(cfg, "all")
     printed = capsys.readouterr().out
     after = _snapshot(copy.logdir)
 
-    new_ckpt1 = run.latest_checkpoint(copy.path("keypoints"))
+    new_ckpt1 = run_folder.latest_checkpoint(copy.path("keypoints"))
     assert new_ckpt1 == copy.path("keypoints", "checkpoints", f"ckpt-{cfg.stage1_steps}")
     assert _step_of(new_ckpt1) == cfg.stage1_steps
     # The pseudo-labels were stale, so they are made again by the new detector ...
@@ -152,11 +152,11 @@ def test_stale_pseudo_labels_and_export_are_rebuilt(tiny_run, tmp_path, capsys):
     assert "Exported" in printed
     saved_model = os.path.join("export", "saved_model.pb")
     assert after[saved_model] != before[saved_model]
-    with open(copy.path("export", export.EXPORT_INFO)) as f:
+    with open(copy.path("export", run_folder.EXPORT_INFO)) as f:
         info = json.load(f)
     assert info["stage1_checkpoint"] == new_ckpt1
-    assert info["stage1_fingerprint"] == pl.checkpoint_fingerprint(new_ckpt1)
-    assert info["stage2_checkpoint"] == run.latest_checkpoint(copy.path("motion"))
+    assert info["stage1_fingerprint"] == run_folder.checkpoint_fingerprint(new_ckpt1)
+    assert info["stage2_checkpoint"] == run_folder.latest_checkpoint(copy.path("motion"))
     with open(copy.path("export", "assets.extra", "config.json")) as f:
         assert json.load(f)["stage1_steps"] == cfg.stage1_steps
     # No half-written export left beside it.
@@ -176,23 +176,23 @@ def test_checkpoint_retrained_to_the_same_path_is_new(tiny_run, tmp_path,  # noq
     def rebuild(*args, **kwargs):  # stands in for the (slow) export
         raise _Rebuilt
 
-    monkeypatch.setattr(export, "restore_models", rebuild)
-    ckpt1 = run.latest_checkpoint(copy.path("keypoints"))
+    monkeypatch.setattr(serving, "restore_models", rebuild)
+    ckpt1 = run_folder.latest_checkpoint(copy.path("keypoints"))
     assert pl.is_current(copy.path("pseudo_labels"), ckpt1)
-    export.export_run(copy.cfg, copy.export_dir)  # current: returns without rebuilding
+    serving.export_run(copy.cfg, copy.export_dir)  # current: returns without rebuilding
 
     tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64)).write(ckpt1)
-    assert run.latest_checkpoint(copy.path("keypoints")) == ckpt1
+    assert run_folder.latest_checkpoint(copy.path("keypoints")) == ckpt1
     assert not pl.is_current(copy.path("pseudo_labels"), ckpt1)
     with pytest.raises(_Rebuilt):
-        export.export_run(copy.cfg, copy.export_dir)
+        serving.export_run(copy.cfg, copy.export_dir)
 
 
 @pytest.mark.parametrize("stage", ["pseudo_labels", "motion"])
 def test_stage_without_stage1_checkpoint_explains(tiny_run, tmp_path, stage):  # noqa: F811
     cfg = make_config(tiny_run.data_dir, tmp_path / "empty_run")
     with pytest.raises(FileNotFoundError) as err:
-        run.run(cfg, stage)
+        stages.run(cfg, stage)
     message = str(err.value)
     assert "no stage-1 checkpoint" in message
     assert str(tmp_path / "empty_run" / "keypoints") in message
@@ -202,7 +202,7 @@ def test_stage_without_stage1_checkpoint_explains(tiny_run, tmp_path, stage):  #
 def test_export_without_checkpoints_explains(tiny_run, tmp_path):  # noqa: F811
     cfg = make_config(tiny_run.data_dir, tmp_path / "empty_run")
     with pytest.raises(FileNotFoundError, match="export needs both stages' checkpoints"):
-        run.run(cfg, "export")
+        stages.run(cfg, "export")
     assert not (tmp_path / "empty_run" / "export").exists()
 
 
@@ -213,7 +213,7 @@ def test_real_dataset_without_tfrecords_explains(tmp_path, stage):
     cfg = config.load_preset("weizmann", data_dir=str(data_dir), logdir=str(tmp_path / "run"),
                              vgg_weights="none")
     with pytest.raises(FileNotFoundError) as err:
-        run.run(cfg, stage)
+        stages.run(cfg, stage)
     message = str(err.value)
     assert str(data_dir) in message
     assert "make_tfrecords" in message
@@ -222,7 +222,7 @@ def test_real_dataset_without_tfrecords_explains(tmp_path, stage):
 
 def test_unknown_stage():
     with pytest.raises(ValueError, match="unknown stage 'bogus'"):
-        run.run(config.load_preset("tiny"), "bogus")
+        stages.run(config.load_preset("tiny"), "bogus")
 
 
 def test_samples_start_from_a_clip_of_the_requested_action(tiny_run):  # noqa: F811
@@ -230,14 +230,14 @@ def test_samples_start_from_a_clip_of_the_requested_action(tiny_run):  # noqa: F
     clips = [tfrecords.parse_clip(r) for r in tf.data.TFRecordDataset(shards)]
     labels = [int(c["label"]) for c in clips]
     size = tiny_run.cfg.image_size
-    frames = run.first_frame_per_label(tiny_run.cfg, tiny_run.data_dir, "test", max(labels) + 1)
+    frames = stages.first_frame_per_label(tiny_run.cfg, tiny_run.data_dir, "test", max(labels) + 1)
     assert sorted(frames) == sorted(set(labels))
     for label, frame in frames.items():
         clip = clips[labels.index(label)]
         want = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0] / 127.5 - 1.0
         assert frame.shape == (size, size, 3)
         np.testing.assert_allclose(frame, want, atol=1e-5)
-    first = run.first_frame_per_label(tiny_run.cfg, tiny_run.data_dir, "test", 0)
+    first = stages.first_frame_per_label(tiny_run.cfg, tiny_run.data_dir, "test", 0)
     assert list(first) == [labels[0]]
 
 
@@ -252,5 +252,5 @@ def test_samples_stage_writes_a_gif_per_action(tiny_run):  # noqa: F811
         size = tiny_run.cfg.image_size * -(-128 // tiny_run.cfg.image_size)  # ≥ 128 px
         # Only the size: Pillow merges identical frames, and a 2-step model may render them.
         assert gif.size == (2 * size, size)  # video | keypoints
-    stamp = open(tiny_run.path("samples", export.EXPORT_INFO)).read()
-    assert stamp == open(tiny_run.path("export", export.EXPORT_INFO)).read()
+    stamp = open(tiny_run.path("samples", run_folder.EXPORT_INFO)).read()
+    assert stamp == open(tiny_run.path("export", run_folder.EXPORT_INFO)).read()

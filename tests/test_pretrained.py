@@ -61,11 +61,11 @@ def test_stage1_perceptual_loss_reads_the_shared_file_offline(offline, monkeypat
     import h5py
 
     from kp_tf import config
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     shared_file = require_shared(VGG)
     monkeypatch.setenv("KP_TF_SHARED", str(shared_file.parent.parent))
-    trainer = Stage1Trainer(config.load_preset("tiny", vgg_weights="imagenet"))
+    trainer = KeypointTrainer(config.load_preset("tiny", vgg_weights="imagenet"))
     vgg = trainer.perceptual.features
     with h5py.File(shared_file, "r") as f:
         kernel = np.asarray(f["block1_conv2"]["block1_conv2_W_1:0"])

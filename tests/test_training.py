@@ -74,18 +74,18 @@ def checkpoint_step_value(prefix):
 # --- 1. one step end to end ---------------------------------------------------------------
 
 def test_one_step_end_to_end(data_dir, tmp_path):
-    from kp_tf.training import run
+    from kp_tf import run_folder, stages
 
     require_shared(VGG)  # found by the project's rule (kp_tf.pretrained), as the command does
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=1, vgg_weights="imagenet")
-    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+    stages.run(cfg, "keypoints", tf.distribute.get_strategy())
 
-    stage_dir = Path(run.paths(cfg)["keypoints"])
+    stage_dir = Path(run_folder.paths(cfg)["keypoints"])
     assert (stage_dir / "config.json").exists()
     ckpts = stage_dir / "checkpoints"
     assert checkpoint_steps(ckpts) == [1]
-    assert run.latest_checkpoint(str(stage_dir)).endswith("ckpt-1")
+    assert run_folder.latest_checkpoint(str(stage_dir)).endswith("ckpt-1")
     assert checkpoint_step_value(str(ckpts / "ckpt-1")) == 1
 
     scalars, images = read_events(stage_dir / "train")
@@ -119,7 +119,7 @@ def test_plain_pairs_after_jittered_ones(data_dir, tmp_path, monkeypatch, train_
     stage1_steps − plain_pair_steps, then on plain pairs, resuming the same checkpoint; the
     detector trains in the plain-pair steps only with plain_pair_detector (the default)."""
     from kp_tf.data import pipeline
-    from kp_tf.training import run
+    from kp_tf import run_folder, stages
 
     calls = []
     real_pairs = pipeline.stage1_pairs
@@ -133,31 +133,31 @@ def test_plain_pairs_after_jittered_ones(data_dir, tmp_path, monkeypatch, train_
                              stage1_steps=3, plain_pair_steps=1, target_shift=0.1,
                              target_rotation=5.0, target_scale=0.05, vgg_weights="none",
                              checkpoint_every=100, plain_pair_detector=train_detector)
-    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+    stages.run(cfg, "keypoints", tf.distribute.get_strategy())
     assert calls == [(0.1, 5.0, 0.05), (0.0, 0.0, 0.0)]
-    ckpts = Path(run.paths(cfg)["keypoints"]) / "checkpoints"
+    ckpts = Path(run_folder.paths(cfg)["keypoints"]) / "checkpoints"
     assert checkpoint_steps(ckpts) == [2, 3]  # the end of each phase
     # A frozen detector (plain_pair_detector=False) has the same weights in both
     # checkpoints; the renderer's change either way.
     def changed(name):
-        before, after = (run.restore_stage1(cfg, str(ckpts / f"ckpt-{step}")) for step in (2, 3))
+        before, after = (run_folder.restore_stage1(cfg, str(ckpts / f"ckpt-{step}")) for step in (2, 3))
         return any(not np.array_equal(a.numpy(), b.numpy())
                    for a, b in zip(getattr(before, name).trainable_variables,
                                    getattr(after, name).trainable_variables))
     assert changed("detector") == train_detector
     assert changed("translator")
     calls.clear()
-    run.run(cfg, "keypoints", tf.distribute.get_strategy())  # finished: nothing retrains
+    stages.run(cfg, "keypoints", tf.distribute.get_strategy())  # finished: nothing retrains
     assert checkpoint_steps(ckpts) == [2, 3]
 
 
 def test_equivariance_loss_joins_the_generator_loss(data_dir, tmp_path):
-    from kp_tf.training import run
+    from kp_tf import run_folder, stages
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=1, vgg_weights="none", lambda_equivariance=2.0)
-    run.run(cfg, "keypoints", tf.distribute.get_strategy())
-    scalars, _ = read_events(Path(run.paths(cfg)["keypoints"]) / "train")
+    stages.run(cfg, "keypoints", tf.distribute.get_strategy())
+    scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
     values = {k: v[0][1] for k, v in scalars.items()}
     # Untrained keypoints do not follow a random warp, and the term is weighted into G's loss.
     assert 0 < values["equivariance"] < 2
@@ -171,23 +171,23 @@ def test_mixed_bfloat16_stage1_restores_into_float32_detector(data_dir, tmp_path
     float32 detector that pseudo-labels and exports use, whose keypoints agree with the
     bfloat16 detector's up to its rounding."""
     import keras
-    from kp_tf.training import run
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf import run_folder, stages
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=2, vgg_weights="none", lambda_equivariance=2.0,
                              precision="mixed_bfloat16")
-    run.run(cfg, "keypoints", tf.distribute.get_strategy())
+    stages.run(cfg, "keypoints", tf.distribute.get_strategy())
     assert keras.config.dtype_policy().name == "float32"
-    scalars, _ = read_events(Path(run.paths(cfg)["keypoints"]) / "train")
+    scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
     for tag in (*LOSSES, "equivariance"):
         assert all(math.isfinite(v) for _, v in scalars[tag]), (tag, scalars[tag])
 
-    checkpoint = run.latest_checkpoint(run.paths(cfg)["keypoints"])
-    trainer = Stage1Trainer(cfg)
+    checkpoint = run_folder.latest_checkpoint(run_folder.paths(cfg)["keypoints"])
+    trainer = KeypointTrainer(cfg)
     tf.train.Checkpoint(detector=trainer.nets.detector).restore(checkpoint).expect_partial()
     mixed = trainer.nets.detector
-    plain = run.restore_detector(cfg, checkpoint)
+    plain = run_folder.restore_detector(cfg, checkpoint)
     assert mixed.get_layer("encoder_conv_1").compute_dtype == "bfloat16"
     assert plain.get_layer("encoder_conv_1").compute_dtype == "float32"
     assert all(v.dtype == "float32" for v in mixed.weights)
@@ -226,13 +226,13 @@ def test_import_turns_on_onednn_unless_the_user_set_it():
 
 
 def test_separation_loss_joins_the_generator_loss(data_dir, tmp_path):
-    from kp_tf.training import run
+    from kp_tf import run_folder, stages
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=1, vgg_weights="none", lambda_separation=3.0,
                              separation_sigma=0.2)
-    run.run(cfg, "keypoints", tf.distribute.get_strategy())
-    scalars, _ = read_events(Path(run.paths(cfg)["keypoints"]) / "train")
+    stages.run(cfg, "keypoints", tf.distribute.get_strategy())
+    scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
     values = {k: v[0][1] for k, v in scalars.items()}
     # Untrained keypoints start near each other (spread ~0.02 ≪ σ): the term is close to 1.
     assert 0.5 < values["separation"] <= 1.0
@@ -244,11 +244,11 @@ def test_separation_loss_joins_the_generator_loss(data_dir, tmp_path):
 
 @pytest.mark.parametrize("preset, keypoints", [("mgif", 60), ("nemo", 15), ("penn", 40)])
 def test_paper_preset_builds_and_trains_one_step(preset, keypoints):
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     cfg = config.load_preset(preset, batch_size=2, vgg_weights="none")
     assert (cfg.image_size, cfg.num_keypoints) == (128, keypoints)
-    trainer = Stage1Trainer(cfg)
+    trainer = KeypointTrainer(cfg)
     rng = np.random.default_rng(0)
     batch = {k: tf.constant(rng.uniform(-1, 1, (2, 128, 128, 3)), tf.float32)
              for k in ("reference", "target")}
@@ -313,14 +313,14 @@ def test_resume_after_sigkill(data_dir, tmp_path):
 # --- 4. non-finite loss -------------------------------------------------------------------
 
 def test_non_finite_loss_stops_without_saving(tmp_path):
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     cfg = config.load_preset("tiny", vgg_weights="none")
     rng = np.random.default_rng(0)
     good = {k: tf.constant(rng.uniform(-1, 1, (2, 32, 32, 3)), tf.float32)
             for k in ("reference", "target")}
     poisoned = {**good, "target": good["target"] * np.nan}  # a corrupt batch at step 2
-    trainer = Stage1Trainer(cfg)
+    trainer = KeypointTrainer(cfg)
     logdir = str(tmp_path / "run")
     ckpts = os.path.join(logdir, "checkpoints")
 
@@ -396,7 +396,7 @@ _MIRRORED = textwrap.dedent(r"""
     keras.config.set_floatx("float64")
     from kp_tf import config
     from kp_tf.training import loop
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     logdir = sys.argv[1]
     cfg = config.load_preset("tiny", vgg_weights="none", batch_size=4)
@@ -411,7 +411,7 @@ _MIRRORED = textwrap.dedent(r"""
     def train(strategy, name, init):
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            trainer = Stage1Trainer(cfg)
+            trainer = KeypointTrainer(cfg)
         if init:  # the second build starts from the first one's initial weights
             for model, weights in zip(models(trainer), init):
                 model.set_weights(weights)
@@ -447,7 +447,7 @@ _MIRRORED = textwrap.dedent(r"""
 
 
 def test_mirrored_two_cpus_matches_one_device(tmp_path):
-    """One loop.fit step of the tiny Stage1Trainer under MirroredStrategy over two logical
+    """One loop.fit step of the tiny KeypointTrainer under MirroredStrategy over two logical
     CPUs equals the same step on one device: losses, weights, BN statistics, Adam moments.
 
     Run in float64 (same code, `keras.config.set_floatx`): the two agree to ~1e-11 there.

@@ -242,7 +242,7 @@ def _step_config(args, batch_field: str, **overrides) -> config.Config:
 
 
 def bench_stage1(argv: list[str]) -> None:
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     parser = _step_parser("stage1", "Stage-1 step time and its parts.", calls=10)
     parser.add_argument("--vgg_weights", default="imagenet",
@@ -258,7 +258,7 @@ def bench_stage1(argv: list[str]) -> None:
     print(f"bench stage1: preset {args.preset}, batch {b}, {s}x{s}, K {cfg.num_keypoints}, "
           f"equivariance {cfg.lambda_equivariance}, detector downsample "
           f"{cfg.detector_downsample}, {os.cpu_count()} CPUs, TF {tf.__version__}")
-    trainer = Stage1Trainer(cfg)
+    trainer = KeypointTrainer(cfg)
     print(f"precision {trainer.precision}")
     rng = np.random.default_rng(0)
     image = lambda: tf.constant(rng.uniform(-1, 1, (b, s, s, 3)), tf.float32)  # noqa: E731
@@ -299,7 +299,7 @@ def bench_stage1(argv: list[str]) -> None:
 
 
 def bench_stage2(argv: list[str]) -> None:
-    from kp_tf.training.stage2 import Stage2Trainer
+    from kp_tf.training.motion_trainer import MotionTrainer
 
     args = _step_parser("stage2", "Stage-2 step time and its parts.", calls=20).parse_args(argv)
     cfg = _step_config(args, "stage2_batch_size")
@@ -307,7 +307,7 @@ def bench_stage2(argv: list[str]) -> None:
                   cfg.num_actions)
     print(f"bench stage2: preset {args.preset}, batch {b}, {t} steps, K {k}, LSTM "
           f"{cfg.lstm_layers}x{cfg.lstm_units}, {os.cpu_count()} CPUs, TF {tf.__version__}")
-    trainer = Stage2Trainer(cfg)
+    trainer = MotionTrainer(cfg)
     rng = np.random.default_rng(0)
     batch = {"sequence": tf.constant(rng.uniform(-0.5, 0.5, (b, t, k, 2)), tf.float32),
              "first": tf.constant(rng.uniform(-0.5, 0.5, (b, k, 2)), tf.float32),

@@ -126,11 +126,11 @@ def write_overlay_gif(detector, w, data_dir: str, image_size: int, path: str, cl
 
 def main(argv):
     del argv
-    from kp_tf.training import run
+    from kp_tf import run_folder
 
-    cfg = run.read_config(os.path.join(FLAGS.logdir, "keypoints"))
-    checkpoint = run.latest_checkpoint(os.path.join(FLAGS.logdir, "keypoints"))
-    detector = run.restore_detector(cfg, checkpoint)
+    cfg = run_folder.read_config(os.path.join(FLAGS.logdir, "keypoints"))
+    checkpoint = run_folder.latest_checkpoint(os.path.join(FLAGS.logdir, "keypoints"))
+    detector = run_folder.restore_detector(cfg, checkpoint)
     data_dir = FLAGS.data_dir or cfg.resolved_data_dir
     report = evaluate_keypoints(detector, data_dir, cfg.image_size,
                                 max_train_clips=FLAGS.max_train_clips, frame_stride=FLAGS.frame_stride)

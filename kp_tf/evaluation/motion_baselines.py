@@ -96,9 +96,9 @@ def baselines(train, train_labels, test, test_labels, num_classes: int) -> dict:
 
 
 def run(logdir: str, frames: Optional[int] = 16) -> dict:
-    from kp_tf.training import run as run_lib
+    from kp_tf import run_folder
 
-    cfg = run_lib.read_config(os.path.join(logdir, "motion"))
+    cfg = run_folder.read_config(os.path.join(logdir, "motion"))
     labels_dir = os.path.join(logdir, "pseudo_labels")
     # Training clips as stage 2 reads them (smoothed); test clips as detected, as evaluate does.
     train, train_labels = load_sequences(cfg, labels_dir, "train", cfg.pseudo_label_smoothing)

@@ -90,14 +90,14 @@ def write_grid(logdir: str, grid: dict, step: int, tag: str) -> None:
 def main(argv):
     del argv
     from kp_tf import losses
-    from kp_tf.training import run
+    from kp_tf import run_folder
 
     stage_dir = os.path.join(FLAGS.logdir, "keypoints")
-    cfg = run.read_config(stage_dir)
-    checkpoint = run.latest_checkpoint(stage_dir)
+    cfg = run_folder.read_config(stage_dir)
+    checkpoint = run_folder.latest_checkpoint(stage_dir)
     if checkpoint is None:
         raise SystemExit(f"error: no stage-1 checkpoint in {stage_dir}")
-    nets = run.restore_stage1(cfg, checkpoint)
+    nets = run_folder.restore_stage1(cfg, checkpoint)
     perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=cfg.vgg_weights)
     data_dir = FLAGS.data_dir or cfg.resolved_data_dir
     report, grid = evaluate_reconstruction(nets, perceptual, data_dir, FLAGS.split,

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from kp_tf import run_folder
 from kp_tf.data import pipeline, tfrecords
 
 MANIFEST = "manifest.json"
@@ -46,14 +47,6 @@ def detect_clips(detect, clips, frames_per_batch: int = 256):
         yield from flush()
 
 
-def checkpoint_fingerprint(checkpoint: str):
-    """sha256 of the checkpoint's .index, which holds a CRC of every saved tensor: a stage
-    retrained from scratch to the same step has the same path but another fingerprint.
-    None when there is no such file."""
-    index = checkpoint + ".index"
-    return tfrecords.sha256_file(index) if os.path.isfile(index) else None
-
-
 def is_current(out_dir: str, checkpoint: str) -> bool:
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
@@ -61,7 +54,7 @@ def is_current(out_dir: str, checkpoint: str) -> bool:
     with open(path) as f:
         manifest = json.load(f)
     return (manifest.get("detector_checkpoint") == checkpoint
-            and manifest.get("detector_fingerprint") == checkpoint_fingerprint(checkpoint))
+            and manifest.get("detector_fingerprint") == run_folder.checkpoint_fingerprint(checkpoint))
 
 
 def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: str,
@@ -69,7 +62,7 @@ def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: s
     """Labels every clip of `data_dir` and writes `out_dir/{split}-00000-of-00001.tfrecord`."""
     os.makedirs(out_dir, exist_ok=True)
     summary = {"detector_checkpoint": checkpoint,
-               "detector_fingerprint": checkpoint_fingerprint(checkpoint),
+               "detector_fingerprint": run_folder.checkpoint_fingerprint(checkpoint),
                "num_keypoints": cfg.num_keypoints,
                "image_size": cfg.image_size, "splits": {}}
     start = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kp_tf import losses
-from kp_tf.models.stage1 import Stage1Networks
+from kp_tf.models.networks import Stage1Networks
 from kp_tf.training import loop
 from kp_tf.training.gan import AdversarialTrainer
 
@@ -36,7 +36,7 @@ def background_fraction(keypoints, mask):
     return tf.reduce_mean(tf.cast(values > 0.5, tf.float32))
 
 
-class Stage1Trainer(AdversarialTrainer):
+class KeypointTrainer(AdversarialTrainer):
     """Owns the stage-1 networks, the VGG19 perceptual loss and the two optimizers.
 
     Create it under the strategy's scope.

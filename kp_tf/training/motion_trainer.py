@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kp_tf.models.motion import build_motion_models, motion_generator_losses
+from kp_tf.losses import motion_generator_losses
+from kp_tf.models.networks import build_motion_models
 from kp_tf.training.gan import AdversarialTrainer
 
 
-class Stage2Trainer(AdversarialTrainer):
+class MotionTrainer(AdversarialTrainer):
     """Owns the motion generator, the sequence discriminator and their optimizers."""
 
     def __init__(self, cfg):

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from kp_tf import config
 from kp_tf.layers import GaussianMaps, KeypointExpectation
-from kp_tf.models import stage1
+from kp_tf.models import detector, networks
 
 # Trainable + non-trainable parameters per preset (detector, image encoder, translator,
 # discriminator). The spec counts trainable weights at K=40, 128x128: detector ~2.25 M,
@@ -31,14 +31,14 @@ def test_every_preset_is_pinned():
 
 @pytest.mark.parametrize("preset", sorted(PINNED))
 def test_parameter_counts(preset):
-    nets = stage1.Stage1Networks(config.load_preset(preset))
+    nets = networks.Stage1Networks(config.load_preset(preset))
     counts = tuple(m.count_params() for m in
                    (nets.detector, nets.image_encoder, nets.translator, nets.discriminator))
     assert counts == PINNED[preset]
 
 
 def test_penn_trainable_counts_match_spec():
-    nets = stage1.Stage1Networks(config.load_preset("penn"))
+    nets = networks.Stage1Networks(config.load_preset("penn"))
     trainable = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
     assert abs(trainable(nets.detector) - 2.25e6) < 0.01e6
     assert abs(trainable(nets.translator) - 3.1e6) < 0.02e6
@@ -104,7 +104,7 @@ def test_layer_serialisation(layer):
 
 
 def test_models_round_trip_through_keras_file(tmp_path, tiny_config):
-    nets = stage1.Stage1Networks(tiny_config)
+    nets = networks.Stage1Networks(tiny_config)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     for model in (nets.detector, nets.image_encoder, nets.discriminator):
         path = tmp_path / f"{model.name}.keras"
@@ -116,8 +116,8 @@ def test_models_round_trip_through_keras_file(tmp_path, tiny_config):
 def test_downsampled_detector_is_the_small_detector_on_the_pooled_frame(tmp_path, tiny_config):
     """detector_downsample=2 at 32×32 = the 16×16 detector, same weights, on 2×2 means; the
     weights do not depend on it, and it survives a .keras round trip."""
-    pooled = stage1.build_detector(tiny_config.replace(detector_downsample=2))
-    small = stage1.build_detector(tiny_config.replace(image_size=16))
+    pooled = detector.build_detector(tiny_config.replace(detector_downsample=2))
+    small = detector.build_detector(tiny_config.replace(image_size=16))
     assert pooled.count_params() == small.count_params()
     small.set_weights(pooled.get_weights())
     x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
@@ -129,11 +129,11 @@ def test_downsampled_detector_is_the_small_detector_on_the_pooled_frame(tmp_path
     assert restored.downsample == 2
     np.testing.assert_allclose(restored(x), pooled(x), atol=1e-6)
     with pytest.raises(ValueError, match="image_size 32 / downsample 8"):
-        stage1.build_detector(tiny_config.replace(detector_downsample=8))
+        detector.build_detector(tiny_config.replace(detector_downsample=8))
 
 
 def test_translator_blends_reference_where_mask_is_one(tiny_config):
-    nets = stage1.Stage1Networks(tiny_config)
+    nets = networks.Stage1Networks(tiny_config)
     x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     y = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     out = {k: np.asarray(v) for k, v in nets.translate(x, y).items()}

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from kp_tf import config
-from kp_tf.models import motion
+from kp_tf import losses
+from kp_tf.models import discriminators, motion_generator, networks
 
 
 def _lstm_params(inputs, units):
@@ -74,7 +75,7 @@ def cfg(request, tiny_config):
 
 
 def test_shapes_and_range(cfg):
-    generator, discriminator = motion.build_motion_models(cfg)
+    generator, discriminator = networks.build_motion_models(cfg)
     sequence, k0, action = _inputs(cfg)
     batch, length, k = sequence.shape[:3]
 
@@ -96,7 +97,7 @@ def test_shapes_and_range(cfg):
 
 def test_rollout_chunks_continue_from_last_keypoints(tiny_config):
     cfg = tiny_config
-    generator, _ = motion.build_motion_models(cfg)
+    generator, _ = networks.build_motion_models(cfg)
     _, k0, action = _inputs(cfg)
     z = np.random.default_rng(2).normal(size=(3, cfg.latent_dim)).astype("float32")
     decoder, length = generator.decoder, cfg.sequence_length
@@ -116,7 +117,7 @@ def test_residual_and_every_step_decoder_options(tiny_config):
     every-step decoder matches the original at step 1 (same input, zero state) and not after
     (the original's later inputs are zeros). Neither option adds or removes a weight."""
     def decoder(**options):
-        generator, _ = motion.build_motion_models(tiny_config.replace(**options))
+        generator, _ = networks.build_motion_models(tiny_config.replace(**options))
         return generator.decoder
 
     original = decoder()
@@ -141,14 +142,14 @@ def test_residual_and_every_step_decoder_options(tiny_config):
 
 
 def test_action_is_required_when_configured(tiny_config):
-    generator, _ = motion.build_motion_models(tiny_config)
+    generator, _ = networks.build_motion_models(tiny_config)
     sequence, k0, _ = _inputs(tiny_config)
     with pytest.raises(ValueError, match="action"):
         generator.encode(sequence, k0)
 
 
 def test_sampling_seeds_and_eval_mode(tiny_config):
-    generator, _ = motion.build_motion_models(tiny_config)
+    generator, _ = networks.build_motion_models(tiny_config)
     sequence, k0, action = _inputs(tiny_config)
     a = keras.ops.convert_to_numpy(generator.sample(k0, action, seed=7))
     b = keras.ops.convert_to_numpy(generator.sample(k0, action, seed=7))
@@ -165,11 +166,11 @@ def test_sampling_seeds_and_eval_mode(tiny_config):
 def _outputs(layer, cfg, inputs):
     sequence, k0, action = inputs
     z = np.linspace(-1, 1, 3 * cfg.latent_dim, dtype="float32").reshape(3, cfg.latent_dim)
-    if isinstance(layer, motion.MotionEncoder):
+    if isinstance(layer, motion_generator.MotionEncoder):
         out = layer(sequence, k0, action)
-    elif isinstance(layer, motion.MotionDecoder):
+    elif isinstance(layer, motion_generator.MotionDecoder):
         out = layer(z, k0, action)
-    elif isinstance(layer, motion.SequenceDiscriminator):
+    elif isinstance(layer, discriminators.SequenceDiscriminator):
         out = layer(sequence)
     else:
         out = layer((sequence, k0, action), training=False)
@@ -177,7 +178,7 @@ def _outputs(layer, cfg, inputs):
 
 
 def _layers(cfg):
-    generator, discriminator = motion.build_motion_models(cfg)
+    generator, discriminator = networks.build_motion_models(cfg)
     return [generator.encoder, generator.decoder, discriminator, generator]
 
 
@@ -201,7 +202,7 @@ def test_serialization_round_trip(cfg, index):
 
 
 def test_generator_saves_and_loads(tiny_config, tmp_path):
-    generator, _ = motion.build_motion_models(tiny_config)
+    generator, _ = networks.build_motion_models(tiny_config)
     inputs = _inputs(tiny_config)
     path = tmp_path / "generator.keras"
     generator.save(path)
@@ -223,7 +224,7 @@ def test_parameter_counts(preset, monkeypatch):
                         lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype))
     cfg = config.load_preset(preset)
     assert expected_counts(cfg) == PINNED_COUNTS[preset]
-    generator, discriminator = motion.build_motion_models(cfg)
+    generator, discriminator = networks.build_motion_models(cfg)
     built = (_trainable(generator.encoder), _trainable(generator.decoder), _trainable(discriminator))
     assert built == PINNED_COUNTS[preset]
     assert _trainable(generator) == built[0] + built[1]
@@ -253,7 +254,7 @@ def _sinusoid_batch(cfg):
 
 def test_training_reduces_l1_and_prior_samples_differ(tiny_config):
     cfg = tiny_config.replace(lstm_units=32)
-    generator, _ = motion.build_motion_models(cfg, seed=1)
+    generator, _ = networks.build_motion_models(cfg, seed=1)
     sequence, k0, action = _sinusoid_batch(cfg)
     optimizer = keras.optimizers.Adam(3e-3)
 
@@ -261,7 +262,7 @@ def test_training_reduces_l1_and_prior_samples_differ(tiny_config):
     def step():
         with tf.GradientTape() as tape:
             reconstruction, mu, log_var = generator((sequence, k0, action), training=True)
-            terms = motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
+            terms = losses.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
         grads = tape.gradient(terms["total"], generator.trainable_variables)
         optimizer.apply(grads, generator.trainable_variables)
         return terms["l1"]
@@ -283,11 +284,11 @@ def test_training_reduces_l1_and_prior_samples_differ(tiny_config):
 
 
 def test_gradients_reach_encoder_through_z(tiny_config):
-    generator, _ = motion.build_motion_models(tiny_config)
+    generator, _ = networks.build_motion_models(tiny_config)
     sequence, k0, action = _inputs(tiny_config)
     with tf.GradientTape() as tape:
         reconstruction, _, _ = generator((sequence, k0, action), training=True)
-        l1 = motion.motion_generator_losses(
+        l1 = losses.motion_generator_losses(
             tiny_config, reconstruction, sequence, *generator.encode(sequence, k0, action))["l1"]
     variables = generator.encoder.trainable_variables + generator.decoder.trainable_variables
     grads = tape.gradient(l1, variables)
@@ -308,13 +309,13 @@ def test_generator_losses(tiny_config):
     log_var = np.full((3, cfg.latent_dim), -0.2, "float32")
     logits = np.array([[0.1], [-1.0], [2.0]], "float32")
     terms = {k: float(v) for k, v in
-             motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var, logits).items()}
+             losses.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var, logits).items()}
     kl = cfg.latent_dim * 0.5 * (0.09 + math.exp(-0.2) + 0.2 - 1.0)
     l1 = float(np.mean(np.abs(0.5 * sequence)))
     adv = float(np.mean(np.log1p(np.exp(-logits))))
     np.testing.assert_allclose([terms["kl"], terms["l1"], terms["adversarial"]], [kl, l1, adv], rtol=1e-5)
     np.testing.assert_allclose(terms["total"], 0.5 * kl + 10.0 * l1 + 2.0 * adv, rtol=1e-5)
-    no_d = motion.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
+    no_d = losses.motion_generator_losses(cfg, reconstruction, sequence, mu, log_var)
     assert float(no_d["adversarial"]) == 0.0
     np.testing.assert_allclose(float(no_d["total"]), 0.5 * kl + 10.0 * l1, rtol=1e-5)
 
@@ -326,11 +327,11 @@ def test_free_bits_floor_each_dimension_of_the_kl_loss(tiny_config):
     mu = np.zeros((3, cfg.latent_dim), "float32")
     mu[:, : cfg.latent_dim // 2] = 1.0
     log_var = np.zeros_like(mu)
-    terms = motion.motion_generator_losses(cfg, sequence, sequence, mu, log_var)
+    terms = losses.motion_generator_losses(cfg, sequence, sequence, mu, log_var)
     half = cfg.latent_dim // 2
     assert float(terms["kl"]) == pytest.approx(0.5 * half)  # reported: the plain KL
     # Loss: the informative half as it is, the collapsed half counted at 0.1 nats each.
     assert float(terms["total"]) == pytest.approx(0.5 * half + 0.1 * (cfg.latent_dim - half))
-    plain = motion.motion_generator_losses(cfg.replace(kl_free_bits=0.0), sequence, sequence,
+    plain = losses.motion_generator_losses(cfg.replace(kl_free_bits=0.0), sequence, sequence,
                                            mu, log_var)
     assert float(plain["total"]) == pytest.approx(0.5 * half)

@@ -1,4 +1,4 @@
-"""Stage 2: the cVAE motion generator and the keypoint-sequence discriminator (paper §3, eq. (5)).
+"""The motion generator (paper §3.2, eq. (5)): a class-conditional VAE of LSTMs over keypoints.
 
 Keypoints are [K, 2] arrays of (x, y) in [-1, 1]; a sequence is [B, L, K, 2] and holds the
 L future frames k_1..k_L only. The first frame k_0 is a separate conditioning input, as in
@@ -9,8 +9,6 @@ Differences from the released code, all deliberate (reference §6.2):
   * the cVAE encoder head is linear and predicts (mu, log_var); the original passed it
     through a ReLU and used the second half directly as σ, so μ ≥ 0 and σ ≥ 0;
   * the decoder's conditioning projection is linear; the original ReLU'd it;
-  * the sequence discriminator's logit is linear; the original ReLU'd it, so its
-    probability could never fall below 0.5.
 Parameter counts are unchanged by these fixes (a log-variance head is as large as a σ head).
 
 Every layer builds its weights from its constructor arguments alone, so `build` ignores the
@@ -22,54 +20,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kp_tf import losses
+from kp_tf.models.blocks import (build_lstm_stack, flatten_frames, lstm_stack, run_lstm_stack,
+                                 track_lstm_stack)
 
 _PACKAGE = "kp_tf"
-
-
-def _lstm_stack(units: int, layers: int, last_returns_sequence: bool, prefix: str):
-    """`layers` LSTMs of `units` (tanh, sigmoid gates, zero initial state).
-
-    Keras' `unit_forget_bias=True` initialises the forget-gate bias to 1, which matches the
-    original `LSTMCell(forget_bias=1.0)` at initialisation (TF1 adds the 1 as a constant).
-    Keras initialises the recurrent kernel orthogonally where TF1 drew the joint
-    [input + units, 4·units] kernel from Glorot-uniform; the architecture is the same.
-    """
-    return [
-        keras.layers.LSTM(
-            units,
-            unit_forget_bias=True,
-            return_sequences=last_returns_sequence or i < layers - 1,
-            name=f"{prefix}_{i}")
-        for i in range(layers)
-    ]
-
-
-def _track_lstm_stack(owner, lstms):
-    """Keeps `lstms` on `owner` and also as attributes `lstm_0`, `lstm_1`, ...: Keras 3 tracks
-    the list for `weights`, but the TF checkpoint graph only follows attributes, and without
-    them a `tf.train.Checkpoint` of the model would silently leave the LSTMs out."""
-    owner.lstms = lstms
-    for i, lstm in enumerate(lstms):
-        setattr(owner, f"lstm_{i}", lstm)
-
-
-def _build_lstm_stack(lstms, input_dim: int):
-    for lstm in lstms:
-        lstm.build((None, None, input_dim))
-        input_dim = lstm.units
-
-
-def _run_lstm_stack(lstms, x):
-    for lstm in lstms:
-        x = lstm(x)
-    return x
-
-
-def _flatten_frames(sequence, num_keypoints: int):
-    """[B, L, K, 2] → [B, L, 2K] with x, y interleaved."""
-    shape = ops.shape(sequence)
-    return ops.reshape(sequence, (shape[0], shape[1], 2 * num_keypoints))
 
 
 def _conditioning(parts, k0, action, num_keypoints: int, num_actions: int):
@@ -80,6 +34,7 @@ def _conditioning(parts, k0, action, num_keypoints: int, num_actions: int):
             raise ValueError(f"num_actions={num_actions}: an action one-hot [B, {num_actions}] is required")
         tensors.append(ops.cast(action, tensors[0].dtype))
     return ops.concatenate(tensors, axis=-1)
+
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -111,17 +66,17 @@ class MotionEncoder(keras.layers.Layer):
         self.lstm_units = lstm_units
         self.lstm_layers = lstm_layers
         self.latent_dim = latent_dim
-        _track_lstm_stack(self, _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False,
+        track_lstm_stack(self, lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False,
                                             prefix="lstm"))
         self.posterior = keras.layers.Dense(2 * latent_dim, name="posterior")
 
     def build(self, input_shape=None):
-        _build_lstm_stack(self.lstms, 2 * self.num_keypoints)
+        build_lstm_stack(self.lstms, 2 * self.num_keypoints)
         self.posterior.build((None, self.lstm_units + 2 * self.num_keypoints + self.num_actions))
         self.built = True
 
     def call(self, sequence, k0, action=None):
-        h_last = _run_lstm_stack(self.lstms, _flatten_frames(sequence, self.num_keypoints))
+        h_last = run_lstm_stack(self.lstms, flatten_frames(sequence, self.num_keypoints))
         stats = self.posterior(
             _conditioning([h_last], k0, action, self.num_keypoints, self.num_actions))
         mu, log_var = ops.split(stats, 2, axis=-1)
@@ -137,6 +92,7 @@ class MotionEncoder(keras.layers.Layer):
             "latent_dim": self.latent_dim,
         })
         return config
+
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -191,7 +147,7 @@ class MotionDecoder(keras.layers.Layer):
         self.residual = bool(residual)
         self.condition_every_step = bool(condition_every_step)
         self.condition = keras.layers.Dense(decoder_input_dim, name="condition")
-        _track_lstm_stack(self, _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=True,
+        track_lstm_stack(self, lstm_stack(lstm_units, lstm_layers, last_returns_sequence=True,
                                             prefix="lstm"))
         self.to_coord = keras.layers.Dense(
             2 * num_keypoints,
@@ -202,7 +158,7 @@ class MotionDecoder(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.condition.build((None, self.latent_dim + 2 * self.num_keypoints + self.num_actions))
-        _build_lstm_stack(self.lstms, self.decoder_input_dim)
+        build_lstm_stack(self.lstms, self.decoder_input_dim)
         self.to_coord.build((None, None, self.lstm_units))
         self.built = True
 
@@ -216,7 +172,7 @@ class MotionDecoder(keras.layers.Layer):
             inputs = ops.repeat(ops.expand_dims(first, 1), length, axis=1)
         else:
             inputs = ops.pad(ops.expand_dims(first, 1), [[0, 0], [0, length - 1], [0, 0]])
-        coords = self.to_coord(_run_lstm_stack(self.lstms, inputs))
+        coords = self.to_coord(run_lstm_stack(self.lstms, inputs))
         coords = ops.reshape(coords, (-1, length, self.num_keypoints, 2))
         if self.residual:
             coords = coords + ops.expand_dims(ops.cast(k0, coords.dtype), 1)
@@ -264,49 +220,6 @@ class MotionDecoder(keras.layers.Layer):
         })
         return config
 
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SequenceDiscriminator(keras.layers.Layer):
-    """Keypoint-sequence discriminator D_seq of the paper's eq. (5) (L_Dseq).
-
-    Unconditional, as in the original code: it sees the future frames k_1..k_L only, no k_0,
-    no action. Stacked LSTMs from a zero state, then a linear Dense(1) on the last step's
-    output. (The original applied Dense(1) to every step and kept the last one, which is the
-    same number; it also ReLU'd it, so its logits were ≥ 0 and D(x) ≥ 0.5. Ours is linear.)
-
-    Args:
-      num_keypoints: K.
-      lstm_units: units of every LSTM layer (original: hard-coded 1024).
-      lstm_layers: number of stacked LSTM layers (original: 2).
-
-    Call: `discriminator(sequence)` with sequence [B, L, K, 2] (any L) → logits [B, 1].
-    """
-
-    def __init__(self, num_keypoints, lstm_units, lstm_layers, **kwargs):
-        super().__init__(**kwargs)
-        self.num_keypoints = num_keypoints
-        self.lstm_units = lstm_units
-        self.lstm_layers = lstm_layers
-        _track_lstm_stack(self, _lstm_stack(lstm_units, lstm_layers, last_returns_sequence=False,
-                                            prefix="lstm"))
-        self.logit = keras.layers.Dense(1, name="logit")
-
-    def build(self, input_shape=None):
-        _build_lstm_stack(self.lstms, 2 * self.num_keypoints)
-        self.logit.build((None, self.lstm_units))
-        self.built = True
-
-    def call(self, sequence):
-        return self.logit(_run_lstm_stack(self.lstms, _flatten_frames(sequence, self.num_keypoints)))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "num_keypoints": self.num_keypoints,
-            "lstm_units": self.lstm_units,
-            "lstm_layers": self.lstm_layers,
-        })
-        return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -407,60 +320,3 @@ class MotionGenerator(keras.Model):
         })
         return config
 
-
-def build_motion_models(cfg, seed=None):
-    """(MotionGenerator, SequenceDiscriminator) for a `kp_tf.config.Config`, weights built.
-
-    Both are called once on zeros of the configured shapes, so their variables exist (for
-    checkpoint restore and optimizer build) before the first training step.
-    `seed` seeds the generator's sampling (default cfg.seed).
-    """
-    generator = MotionGenerator(
-        num_keypoints=cfg.num_keypoints,
-        num_actions=cfg.num_actions,
-        lstm_units=cfg.lstm_units,
-        lstm_layers=cfg.lstm_layers,
-        latent_dim=cfg.latent_dim,
-        sequence_length=cfg.sequence_length,
-        decoder_input_dim=cfg.decoder_input_dim,
-        residual=cfg.motion_residual,
-        condition_every_step=cfg.decoder_condition_every_step,
-        seed=cfg.seed if seed is None else seed,
-        name="motion_generator")
-    discriminator = SequenceDiscriminator(
-        num_keypoints=cfg.num_keypoints,
-        lstm_units=cfg.lstm_units,
-        lstm_layers=cfg.lstm_layers,
-        name="sequence_discriminator")
-    sequence = ops.zeros((1, cfg.sequence_length, cfg.num_keypoints, 2))
-    k0 = ops.zeros((1, cfg.num_keypoints, 2))
-    action = ops.zeros((1, cfg.num_actions)) if cfg.num_actions else None
-    generator((sequence, k0, action), training=False)
-    discriminator(sequence)
-    return generator, discriminator
-
-
-def motion_generator_losses(cfg, reconstruction, target, mu, log_var, fake_logits=None):
-    """Generator loss L_M of eq. (5): λ_kl·KL + λ2·L1 + λ3·adversarial.
-
-    Args:
-      cfg: Config (lambda_kl, lambda_l1, lambda_sequence_adv).
-      reconstruction, target: [B, L, K, 2] decoded and pseudo-label sequences.
-      mu, log_var: [B, latent_dim] posterior statistics.
-      fake_logits: D_seq(reconstruction) [B, 1]; None drops the adversarial term (a cVAE
-        trained without D_seq), reported as 0.
-
-    Returns:
-      {"kl", "l1", "adversarial", "total"} scalars; "l1" is unweighted (mean absolute
-      coordinate error), "kl" the plain KL, "total" the weighted sum to minimise (its KL
-      term floored per dimension at cfg.kl_free_bits when that is > 0).
-    """
-    kl = losses.kl_divergence(mu, log_var)
-    kl_loss = losses.kl_divergence(mu, log_var, cfg.kl_free_bits) if cfg.kl_free_bits else kl
-    l1 = losses.keypoint_l1(reconstruction, target)
-    if fake_logits is None:
-        adversarial = ops.zeros((), dtype=kl.dtype)
-    else:
-        adversarial = losses.generator_adversarial_loss(fake_logits)
-    total = cfg.lambda_kl * kl_loss + cfg.lambda_l1 * l1 + cfg.lambda_sequence_adv * adversarial
-    return {"kl": kl, "l1": l1, "adversarial": adversarial, "total": total}

@@ -8,50 +8,16 @@ when it was made from the newest checkpoints of both stages.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
-import tensorflow as tf
 from absl import logging
 
+from kp_tf import run_folder
+from kp_tf.run_folder import latest_checkpoint, paths
 from kp_tf.training import loop
 
-STAGES = ("data", "keypoints", "pseudo_labels", "motion", "export", "samples")
-
-
-def paths(cfg) -> dict:
-    root = cfg.resolved_logdir
-    return {"keypoints": os.path.join(root, "keypoints"),
-            "pseudo_labels": os.path.join(root, "pseudo_labels"),
-            "motion": os.path.join(root, "motion"),
-            "export": os.path.join(root, "export"),
-            "samples": os.path.join(root, "samples")}
-
-
-def latest_checkpoint(stage_dir: str):
-    return tf.train.latest_checkpoint(os.path.join(stage_dir, "checkpoints"))
-
-
-def _stage_finished(stage_dir: str, steps: int) -> bool:
-    checkpoint = latest_checkpoint(stage_dir)
-    return bool(checkpoint) and int(checkpoint.rsplit("-", 1)[1]) >= steps
-
-
-def _write_config(cfg, directory):
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
-
-
-def read_config(stage_dir: str):
-    """The Config a stage was trained with (its `config.json`); fields this code does not
-    know are ignored, fields the file lacks (an older run) take their defaults."""
-    from kp_tf import config
-
-    with open(os.path.join(stage_dir, "config.json")) as f:
-        stored = json.load(f)
-    return config.Config(**{k: v for k, v in stored.items() if k in config.FIELDS})
+STAGES = ("data",) + run_folder.STEPS
 
 
 def prepare_data(cfg) -> str:
@@ -78,13 +44,13 @@ def prepare_data(cfg) -> str:
 
 def train_keypoints(cfg, strategy) -> str:
     from kp_tf.data import pipeline
-    from kp_tf.training.stage1 import Stage1Trainer
+    from kp_tf.training.keypoint_trainer import KeypointTrainer
 
     prepare_data(cfg)
     out = paths(cfg)["keypoints"]
-    _write_config(cfg, out)
+    run_folder.write_config(cfg, out)
     with strategy.scope():
-        trainer = Stage1Trainer(cfg)
+        trainer = KeypointTrainer(cfg)
     # Two phases when the preset jitters the targets: jittered pairs teach the keypoints, then
     # plain pairs let the translator copy the static parts of the reference again. The second
     # fit resumes from the first's final checkpoint, so a killed run resumes in either phase.
@@ -109,25 +75,6 @@ def train_keypoints(cfg, strategy) -> str:
     return latest_checkpoint(out)
 
 
-def restore_stage1(cfg, checkpoint: str):
-    """Stage1Networks with the detector, image encoder and translator of a stage-1 checkpoint
-    (the discriminator stays untrained: inference does not use it)."""
-    from kp_tf.models.stage1 import Stage1Networks
-
-    nets = Stage1Networks(cfg)
-    tf.train.Checkpoint(detector=nets.detector, image_encoder=nets.image_encoder,
-                        translator=nets.translator).restore(checkpoint).expect_partial()
-    return nets
-
-
-def restore_detector(cfg, checkpoint: str):
-    from kp_tf.models.stage1 import build_detector
-
-    detector = build_detector(cfg)
-    tf.train.Checkpoint(detector=detector).restore(checkpoint).expect_partial()
-    return detector
-
-
 def pseudo_labels(cfg) -> str:
     from kp_tf.training import pseudo_labels as pl
 
@@ -139,7 +86,7 @@ def pseudo_labels(cfg) -> str:
     if pl.is_current(out, checkpoint):
         return out
     print(f"Pseudo-labelling every frame with {checkpoint} ...", flush=True)
-    summary = pl.make_pseudo_labels(restore_detector(cfg, checkpoint), cfg,
+    summary = pl.make_pseudo_labels(run_folder.restore_detector(cfg, checkpoint), cfg,
                                     cfg.resolved_data_dir, out, checkpoint)
     print(json.dumps(summary), flush=True)
     return out
@@ -147,13 +94,13 @@ def pseudo_labels(cfg) -> str:
 
 def train_motion(cfg, strategy) -> str:
     from kp_tf.data import pipeline
-    from kp_tf.training.stage2 import Stage2Trainer
+    from kp_tf.training.motion_trainer import MotionTrainer
 
     labels = pseudo_labels(cfg)
     out = paths(cfg)["motion"]
-    _write_config(cfg, out)
+    run_folder.write_config(cfg, out)
     with strategy.scope():
-        trainer = Stage2Trainer(cfg)
+        trainer = MotionTrainer(cfg)
     loop.fit(trainer,
              lambda start: pipeline.stage2_sequences(cfg, labels, "train", training=True,
                                                      seed=cfg.seed + start),
@@ -164,10 +111,10 @@ def train_motion(cfg, strategy) -> str:
 
 
 def export(cfg) -> str:
-    from kp_tf import export as exporter
+    from kp_tf import serving
 
     out = paths(cfg)["export"]
-    exporter.export_run(cfg, out)
+    serving.export_run(cfg, out)
     return out
 
 
@@ -192,15 +139,11 @@ def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
     import numpy as np
 
     from kp_tf import viz
-    from kp_tf.predict import Predictor
-
-    from kp_tf.export import EXPORT_INFO
+    from kp_tf.inference import Predictor
 
     out = paths(cfg)["samples"]
-    with open(os.path.join(paths(cfg)["export"], EXPORT_INFO)) as f:
-        made_from = f.read()
-    stamp = os.path.join(out, EXPORT_INFO)
-    if os.path.exists(stamp) and open(stamp).read() == made_from:
+    made_from = run_folder.read_export_info(paths(cfg)["export"])
+    if run_folder.read_export_info(out) == made_from:
         return out  # already made from this export
     os.makedirs(out, exist_ok=True)
     predictor = Predictor(paths(cfg)["export"])
@@ -213,8 +156,7 @@ def samples(cfg, frames: int = 32, per_action: int = 2) -> str:
             video, keypoints, _ = predictor.predict(first.astype(np.float32), index, i, frames)
             viz.write_gif(os.path.join(out, f"{action}_{i}.gif"),
                           viz.keypoint_video(video, keypoints), fps=8)
-    with open(stamp, "w") as f:
-        f.write(made_from)
+    run_folder.write_export_info(out, made_from)
     print(f"Sample videos in {out}", flush=True)
     return out
 
@@ -225,7 +167,7 @@ def run(cfg, stage: str = "all", strategy=None):
         raise ValueError(f"unknown stage {stage!r}; choose all or one of {STAGES}")
     strategy = strategy or loop.make_strategy()
     steps = STAGES if stage == "all" else (stage,)
-    if "keypoints" in steps and not _stage_finished(paths(cfg)["keypoints"], cfg.stage1_steps):
+    if "keypoints" in steps and not run_folder.stage_finished(paths(cfg)["keypoints"], cfg.stage1_steps):
         from kp_tf import pretrained
 
         pretrained.vgg19_weights(cfg.vgg_weights)  # fail now, not after preparing the data

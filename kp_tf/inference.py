@@ -1,0 +1,103 @@
+"""Image + action → videos, from an exported SavedModel (the logic of `python -m kp_tf.predict`).
+
+`predict_to_files` writes, per sample s: `sample_s.gif`, `sample_s.mp4`,
+`sample_s_keypoints.gif` (video | its keypoints drawn), `sample_s_keypoints.npy` ([frames, K, 2], (x, y) in [-1, 1]) and one
+`keypoints.json` for all samples. Any image size and channel count is accepted (alpha dropped,
+grey → RGB, resized on its shorter side and centre-cropped to the model's resolution).
+`--frames` beyond the generator's training length continues the motion by rolling it forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+
+from kp_tf import cli
+
+
+class PredictError(cli.UserError):
+    """A model folder, image or action that cannot be used; the message names it."""
+
+
+def load_image(path: str, size: int) -> np.ndarray:
+    """→ float32 [size, size, 3] in [-1, 1]; raises PredictError naming the file."""
+    if not os.path.exists(path):
+        raise PredictError(f"{path}: no such file")
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise PredictError(f"{path}: not a readable image (corrupt, empty or unsupported format)")
+    if image.dtype == np.uint16:
+        image = (image / 257).astype(np.uint8)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    elif image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    else:
+        raise PredictError(f"{path}: unsupported channel count {image.shape[2]}")
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    image = image[top:top + size, left:left + size]
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+class Predictor:
+    """A loaded export: `predict(image, action, seed, frames)` → (video uint8, keypoints)."""
+
+    def __init__(self, model_dir: str):
+        import tensorflow as tf
+
+        if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+            raise PredictError(f"{model_dir}: no SavedModel here (export one with "
+                               f"python -m kp_tf.export --logdir=RUN --out={model_dir})")
+        self._tf = tf
+        self.model = tf.saved_model.load(model_dir)
+        self.config = json.loads(self.model.config_json.numpy().decode())
+        self.actions = [a.decode() for a in self.model.action_names.numpy() if a]
+        self.image_size = int(self.config["image_size"])
+
+    def action_index(self, name: str) -> int:
+        if not self.actions:
+            return 0  # a model without classes ignores the action
+        if name not in self.actions:
+            raise PredictError(f"unknown action {name!r}; this model knows: {', '.join(self.actions)}")
+        return self.actions.index(name)
+
+    def predict(self, image: np.ndarray, action: int, seed: int, frames: int):
+        tf = self._tf
+        out = self.model.predict_video(tf.constant(image), tf.constant(action, tf.int32),
+                                       tf.constant(seed, tf.int64), tf.constant(frames, tf.int32))
+        video = np.clip((out["video"].numpy() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return video, out["keypoints"].numpy(), out["first_keypoints"].numpy()
+
+
+def predict_to_files(model_dir, image_path, action, samples, frames, out_dir, seed=0, fps=10):
+    from kp_tf import viz
+
+    if samples < 1 or frames < 1:
+        raise PredictError(f"--samples and --frames must be ≥ 1 (got {samples}, {frames})")
+    predictor = Predictor(model_dir)
+    index = predictor.action_index(action)
+    image = load_image(image_path, predictor.image_size)
+    os.makedirs(out_dir, exist_ok=True)
+    record = {"model": model_dir, "image": image_path, "action": action, "frames": frames,
+              "samples": []}
+    for s in range(samples):
+        video, keypoints, first = predictor.predict(image, index, seed + s, frames)
+        stem = os.path.join(out_dir, f"sample_{s}")
+        viz.write_gif(stem + ".gif", video, fps=fps)
+        viz.write_mp4(stem + ".mp4", video, fps=fps)
+        viz.write_gif(stem + "_keypoints.gif", viz.keypoint_video(video, keypoints), fps=fps)
+        np.save(stem + "_keypoints.npy", keypoints)
+        record["samples"].append({"seed": seed + s, "video": stem + ".gif",
+                                  "first_keypoints": first.tolist(), "keypoints": keypoints.tolist()})
+    with open(os.path.join(out_dir, "keypoints.json"), "w") as f:
+        json.dump(record, f)
+    return record

@@ -1,0 +1,140 @@
+"""The run folder: what each step leaves in `runs/NAME/`, and how later steps read it back.
+
+    runs/NAME/
+      keypoints/      stage 1: config.json, checkpoints/ckpt-STEP, train/ (TensorBoard events)
+      pseudo_labels/  {split}-00000-of-00001.tfrecord and manifest.json (the detector that made them)
+      motion/         stage 2: config.json, checkpoints/ckpt-STEP, train/
+      export/         the SavedModel and export_info.json (the checkpoints that made it)
+      samples/        GIFs per action and export_info.json (the export that made them)
+
+A checkpoint is named by its path and its fingerprint (the sha256 of its .index, which holds
+a CRC of every saved tensor), because a stage retrained from scratch reuses the same path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Optional
+
+import tensorflow as tf
+
+from kp_tf import config as config_lib
+
+STEPS = ("keypoints", "pseudo_labels", "motion", "export", "samples")
+CONFIG = "config.json"
+EXPORT_INFO = "export_info.json"
+
+
+def paths(cfg) -> dict:
+    """{step: its folder} for the run of `cfg` (see the module docstring)."""
+    return {name: os.path.join(cfg.resolved_logdir, name) for name in STEPS}
+
+
+def write_config(cfg, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, CONFIG), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+
+
+def read_config(directory: str) -> config_lib.Config:
+    """The Config a stage was trained with (its config.json, also an export's assets.extra);
+    fields this code does not know are ignored, fields the file lacks take their defaults."""
+    with open(os.path.join(directory, CONFIG)) as f:
+        return config_from_dict(json.load(f))
+
+
+def config_from_dict(stored: dict) -> config_lib.Config:
+    return config_lib.Config(**{k: v for k, v in stored.items() if k in config_lib.FIELDS})
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def latest_checkpoint(stage_dir: str) -> Optional[str]:
+    return tf.train.latest_checkpoint(os.path.join(stage_dir, "checkpoints"))
+
+
+def checkpoint_step(checkpoint) -> Optional[int]:
+    """The training step in a checkpoint's name (…/ckpt-STEP), None for anything else."""
+    match = re.search(r"ckpt-(\d+)$", str(checkpoint or ""))
+    return int(match.group(1)) if match else None
+
+
+def stage_finished(stage_dir: str, steps: int) -> bool:
+    step = checkpoint_step(latest_checkpoint(stage_dir))
+    return step is not None and step >= steps
+
+
+def checkpoint_fingerprint(checkpoint: str) -> Optional[str]:
+    """sha256 of the checkpoint's .index; None when there is no such file."""
+    from kp_tf.data import tfrecords
+
+    index = checkpoint + ".index"
+    return tfrecords.sha256_file(index) if os.path.isfile(index) else None
+
+
+def restore_stage1(cfg, checkpoint: str):
+    """Stage1Networks with the detector, image encoder and translator of a stage-1 checkpoint
+    (the discriminator stays untrained: inference does not use it)."""
+    from kp_tf.models.networks import Stage1Networks
+
+    nets = Stage1Networks(cfg)
+    tf.train.Checkpoint(detector=nets.detector, image_encoder=nets.image_encoder,
+                        translator=nets.translator).restore(checkpoint).expect_partial()
+    return nets
+
+
+def restore_detector(cfg, checkpoint: str):
+    from kp_tf.models.detector import build_detector
+
+    detector = build_detector(cfg)
+    tf.train.Checkpoint(detector=detector).restore(checkpoint).expect_partial()
+    return detector
+
+
+def restore_motion_generator(cfg, checkpoint: str):
+    from kp_tf.models.networks import build_motion_models
+
+    generator, _ = build_motion_models(cfg)
+    tf.train.Checkpoint(motion_generator=generator).restore(checkpoint).expect_partial()
+    return generator
+
+
+# --- what made an export ----------------------------------------------------------------------
+
+def newest_checkpoints_info(cfg) -> dict:
+    """Paths and fingerprints of both stages' newest checkpoints (what an export records)."""
+    p = paths(cfg)
+    ckpt1, ckpt2 = latest_checkpoint(p["keypoints"]), latest_checkpoint(p["motion"])
+    if not ckpt1 or not ckpt2:
+        raise FileNotFoundError(f"export needs both stages' checkpoints under {cfg.resolved_logdir} "
+                                f"(found stage 1: {ckpt1}, stage 2: {ckpt2})")
+    return {"stage1_checkpoint": ckpt1, "stage2_checkpoint": ckpt2,
+            "stage1_fingerprint": checkpoint_fingerprint(ckpt1),
+            "stage2_fingerprint": checkpoint_fingerprint(ckpt2)}
+
+
+def read_export_info(directory: str) -> Optional[dict]:
+    """The export_info.json in `directory` (an export, or the samples made from one), or None."""
+    path = os.path.join(directory, EXPORT_INFO)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_export_info(directory: str, info: dict) -> None:
+    with open(os.path.join(directory, EXPORT_INFO), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def export_steps(model_dir: str) -> dict:
+    """The training steps and checkpoints an export was made from (None where unknown)."""
+    info = read_export_info(model_dir) or {}
+    out = {}
+    for stage in ("stage1", "stage2"):
+        out[f"{stage}_checkpoint"] = info.get(f"{stage}_checkpoint")
+        out[stage] = checkpoint_step(info.get(f"{stage}_checkpoint"))
+    return out
