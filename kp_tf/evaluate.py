@@ -130,21 +130,18 @@ class Exported:
 
     def generate(self, k0, actions, seeds, frames: int) -> np.ndarray:
         """Keypoint sequences [B, frames, K, 2] from k0 [B, K, 2] and actions [B], z drawn as
-        predict_video does for `seeds` [B] (stateless normal, seed pair (s, s + 1)); past the
-        generator's length the motion is rolled forward like the export's `_rollout`."""
+        predict_video does for `seeds` [B] (stateless normal, seed pair (s, s + 1)) and rolled
+        out past the generator's length as predict_video does (motion_generator.rollout)."""
         import tensorflow as tf
+
+        from kp_tf.models.motion_generator import rollout
 
         z = tf.concat([tf.random.stateless_normal([1, self.latent_dim],
                                                   tf.constant([s, s + 1], tf.int64))
                        for s in seeds], 0)
-        start = tf.constant(k0, tf.float32)
         actions = tf.constant(actions, tf.int32)
-        chunks = []
-        while sum(c.shape[1] for c in chunks) < frames:
-            chunk = self.model.generate_motion(start, actions, z)["keypoints"]
-            chunks.append(chunk.numpy())
-            start = chunk[:, -1]
-        return np.concatenate(chunks, 1)[:, :frames]
+        return rollout(lambda start: self.model.generate_motion(start, actions, z)["keypoints"],
+                       k0, frames, self.sequence_length).numpy()
 
 
 def _to_float(frames_uint8) -> np.ndarray:

@@ -23,6 +23,7 @@ import tempfile
 import tensorflow as tf
 
 from kp_tf import run_folder
+from kp_tf.models.motion_generator import rollout
 
 
 class VideoPredictor(tf.Module):
@@ -85,27 +86,14 @@ class VideoPredictor(tf.Module):
         s = self._cfg.image_size
         return {"video": tf.reshape(video, [b, t, s, s, 3])}
 
-    def _rollout(self, z, k0, action, frames):
-        """Chunks of L frames, each started from the last keypoints of the one before (same z)."""
-        length = self._cfg.sequence_length
-        chunks = (frames + length - 1) // length
-        array = tf.TensorArray(tf.float32, size=chunks)
-
-        def body(i, start, array):
-            chunk = self.motion_generator.decode(z, start, action)
-            return i + 1, chunk[:, -1], array.write(i, chunk)
-
-        _, _, array = tf.while_loop(lambda i, *_: i < chunks, body, (0, k0, array))
-        sequence = tf.transpose(array.stack(), [1, 0, 2, 3, 4])  # [B, chunks, L, K, 2]
-        sequence = tf.reshape(sequence, [tf.shape(z)[0], -1, self._cfg.num_keypoints, 2])
-        return sequence[:, :frames]
-
     def _predict_video(self, image, action, seed, frames):
         tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
         image = image[None]
         k0 = self.detector(image, training=False)
         z = tf.random.stateless_normal([1, self._cfg.latent_dim], tf.stack([seed, seed + 1]))
-        keypoints = self._rollout(z, k0, self._one_hot(action[None]), frames)
+        one_hot = self._one_hot(action[None])
+        keypoints = rollout(lambda start: self.motion_generator.decode(z, start, one_hot), k0,
+                            frames, self._cfg.sequence_length)
         video = self._translate(image, k0, keypoints)["video"]
         return {"video": video[0], "keypoints": keypoints[0], "first_keypoints": k0[0]}
 

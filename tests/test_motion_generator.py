@@ -335,3 +335,20 @@ def test_free_bits_floor_each_dimension_of_the_kl_loss(tiny_config):
     plain = losses.motion_generator_losses(cfg.replace(kl_free_bits=0.0), sequence, sequence,
                                            mu, log_var)
     assert float(plain["total"]) == pytest.approx(0.5 * half)
+
+
+def test_rollout_takes_a_tensor_frame_count_and_bfloat16_chunks():
+    """The export calls the roll-out in a graph with `frames` a tensor; a mixed-precision
+    decoder returns bfloat16 chunks, which the loop must carry as float32."""
+    from kp_tf.models.motion_generator import rollout
+
+    k0 = tf.random.uniform([2, 3, 2], -0.5, 0.5, seed=1)
+
+    def decode(start):  # each chunk moves every keypoint by 0.125 per frame
+        steps = 0.125 * tf.range(1, 5, dtype=tf.float32)[None, :, None, None]
+        return tf.cast(start[:, None] + steps, tf.bfloat16)
+
+    out = tf.function(lambda frames: rollout(decode, k0, frames, 4))(tf.constant(10))
+    assert out.dtype == tf.float32 and out.shape[0] == 2 and int(tf.shape(out)[1]) == 10
+    expected = k0[:, None] + 0.125 * tf.range(1, 11, dtype=tf.float32)[None, :, None, None]
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=0.02)  # bfloat16 steps

@@ -95,6 +95,43 @@ class MotionEncoder(keras.layers.Layer):
 
 
 
+def rollout(decode, k0, frames, length: int):
+    """The one rule for motion longer than the decoder's L frames (training, export, evaluation).
+
+    Chunks of L frames are decoded one after another by `decode(start) → [B, L, K, 2]` (the
+    same z and action every time); chunk t+1 starts from k_0 := the last keypoints of chunk t.
+    Every chunk is thus an in-distribution decode (a fresh LSTM state started from a keypoint
+    frame, L steps long), unlike running the LSTM past L on zero inputs, and keeping z keeps
+    the motion's style (speed, amplitude) across chunks. The LSTM is causal, so the first
+    `frames` frames of a full chunk are what a shorter decode gives.
+
+    A TensorFlow loop, so that `frames` may be a tensor inside a SavedModel signature; it runs
+    eagerly as well. `decode` may be a Keras model's call or an exported signature; its chunks
+    are cast to float32 (a mixed-precision decoder returns bfloat16).
+
+    Args:
+      decode: start keypoints [B, K, 2] → [B, L, K, 2].
+      k0: [B, K, 2]; frames: an int or a scalar int tensor ≥ 1; length: L.
+
+    Returns: float32 [B, frames, K, 2].
+    """
+    import tensorflow as tf
+
+    k0 = tf.cast(k0, tf.float32)
+    frames = tf.cast(frames, tf.int32)
+    chunks = (frames + length - 1) // length
+    array = tf.TensorArray(tf.float32, size=chunks)
+
+    def body(i, start, array):
+        chunk = tf.cast(decode(start), tf.float32)
+        return i + 1, chunk[:, -1], array.write(i, chunk)
+
+    _, _, array = tf.while_loop(lambda i, *_: i < chunks, body, (0, k0, array))
+    shape = tf.shape(k0)
+    sequence = tf.transpose(array.stack(), [1, 0, 2, 3, 4])  # [B, chunks, L, K, 2]
+    return tf.reshape(sequence, [shape[0], -1, shape[1], 2])[:, :frames]
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MotionDecoder(keras.layers.Layer):
     """cVAE decoder p_θ(k_1:L | z, k_0, a) of the paper's eq. (5).
@@ -179,31 +216,18 @@ class MotionDecoder(keras.layers.Layer):
         return coords
 
     def rollout(self, z, k0, action=None, frames=None):
-        """Decodes `frames` future frames, past sequence_length if needed.
-
-        Chunks of sequence_length frames are decoded one after another; chunk t+1 is decoded
-        with the same z and action and with k_0 := the last keypoints of chunk t. Every chunk
-        is thus an in-distribution decode (a fresh LSTM state started from a keypoint frame,
-        L steps long), unlike running the LSTM past L on zero inputs, and keeping z keeps the
-        motion's style (speed, amplitude) consistent across chunks. Because the LSTM is
-        causal, the truncated last chunk equals the first frames of a full one.
+        """Decodes `frames` future frames, past sequence_length if needed (`rollout` below).
 
         Args:
           z: [B, latent_dim]; k0: [B, K, 2]; action: [B, A] or None;
-          frames: number of frames (default sequence_length).
+          frames: number of frames (default sequence_length; an int or a scalar tensor).
 
         Returns:
           [B, frames, K, 2]; with frames ≤ sequence_length, identical to `self(z, k0, action,
           length=frames)`.
         """
-        frames = self.sequence_length if frames is None else int(frames)
-        chunks, start, produced = [], k0, 0
-        while produced < frames:
-            chunk = self(z, start, action, length=min(self.sequence_length, frames - produced))
-            chunks.append(chunk)
-            start = chunk[:, -1]
-            produced += self.sequence_length
-        return chunks[0] if len(chunks) == 1 else ops.concatenate(chunks, axis=1)
+        frames = self.sequence_length if frames is None else frames
+        return rollout(lambda start: self(z, start, action), k0, frames, self.sequence_length)
 
     def get_config(self):
         config = super().get_config()
