@@ -89,7 +89,8 @@ class Config:
     stage1_steps: int = _f(100000, "Stage-1 training steps (one D and one G update each).")
     stage2_steps: int = _f(100000, "Stage-2 training steps.")
     # --- run
-    seed: int = _f(0, "Seed of data order, augmentation and initialisation.")
+    seed: int = _f(0, "Seeds everything random in a run: initial weights (set anew at each stage), data order, augmentation, the motion sampler.")
+    deterministic: bool = _f(False, "TensorFlow op determinism: bit-for-bit repeats of a run on one machine (docs/results.md: its cost per step).")
     checkpoint_every: int = _f(1000, "Steps between checkpoints (also saved at the end and on Ctrl-C).")
     summary_every: int = _f(100, "Steps between scalar summaries.")
     image_summary_every: int = _f(1000, "Steps between image summaries.")

@@ -62,16 +62,21 @@ def train_keypoints(cfg, strategy) -> str:
             plain = plain.replace(lambda_equivariance=0.0)
         phases = [(cfg.stage1_steps - cfg.plain_pair_steps, cfg, True),
                   (cfg.stage1_steps, plain, cfg.plain_pair_detector)]
-    for steps, data_cfg, train_detector in phases:
-        if steps <= 0:
+    first_step = 0
+    for phase, (steps, data_cfg, train_detector) in enumerate(phases):
+        if steps <= first_step:
             continue
         trainer.train_detector = train_detector
+        # Each phase reads its own seeded stream from its first step; a resumed run skips the
+        # pairs it has trained on, so it sees what an uninterrupted run would.
         loop.fit(trainer,
-                 lambda start, c=data_cfg: pipeline.stage1_pairs(c, "train", training=True,
-                                                                 seed=c.seed + start),
+                 lambda start, c=data_cfg, p=phase, first=first_step: pipeline.stage1_pairs(
+                     c, "train", training=True, seed=loop.derived_seed(c.seed, 1, p),
+                     skip=(start - first) * c.batch_size),
                  steps=steps, logdir=out, strategy=strategy,
                  checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
                  image_summary_every=cfg.image_summary_every, xla=cfg.xla)
+        first_step = steps
     return latest_checkpoint(out)
 
 
@@ -102,8 +107,9 @@ def train_motion(cfg, strategy) -> str:
     with strategy.scope():
         trainer = MotionTrainer(cfg)
     loop.fit(trainer,
-             lambda start: pipeline.stage2_sequences(cfg, labels, "train", training=True,
-                                                     seed=cfg.seed + start),
+             lambda start: pipeline.stage2_sequences(
+                 cfg, labels, "train", training=True, seed=loop.derived_seed(cfg.seed, 2),
+                 skip=start * cfg.stage2_batch_size),
              steps=cfg.stage2_steps, logdir=out, strategy=strategy,
              checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
              image_summary_every=cfg.image_summary_every, xla=cfg.xla)
@@ -166,6 +172,7 @@ def run(cfg, stage: str = "all", strategy=None):
     if stage != "all" and stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose all or one of {STAGES}")
     strategy = strategy or loop.make_strategy()
+    loop.configure_determinism(cfg.deterministic)
     steps = STAGES if stage == "all" else (stage,)
     if "keypoints" in steps and not run_folder.stage_finished(paths(cfg)["keypoints"], cfg.stage1_steps):
         from kp_tf import pretrained

@@ -238,7 +238,11 @@ def _step_config(args, batch_field: str, **overrides) -> config.Config:
     values.update(overrides)
     if args.batch_size:
         values[batch_field] = args.batch_size
-    return config.load_preset(args.preset, **values)
+    cfg = config.load_preset(args.preset, **values)
+    from kp_tf.training import loop
+
+    loop.configure_determinism(cfg.deterministic)  # --set deterministic=true: its cost per step
+    return cfg
 
 
 def bench_stage1(argv: list[str]) -> None:

@@ -144,7 +144,7 @@ def pair_indices(num_frames, gap_min: int, gap_max: int, seed=None):
 def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
                  seed: Optional[int] = None, batch_size: Optional[int] = None,
                  repeat: Optional[bool] = None, with_joints: bool = False,
-                 data_dir: Optional[str] = None) -> tf.data.Dataset:
+                 data_dir: Optional[str] = None, skip: int = 0) -> tf.data.Dataset:
     """Batches of (reference, target) frame pairs from the clips of `split`.
 
     Training: clips in random order (shards shuffled per epoch, records shuffled), a pair per
@@ -165,6 +165,8 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
       with_joints: also return the ground-truth joints of both frames, moved by the same
         geometric augmentation as the images (training too).
       data_dir: overrides cfg.resolved_data_dir.
+      skip: pairs of the stream to leave out, before they are decoded: a run resumed at step
+        s skips s · batch size, and continues with the batches it would have seen.
 
     Returns:
       Dataset of dicts:
@@ -224,7 +226,7 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
         return out
 
     ds = _seeded_records(paths, select, seed=cfg.seed if seed is None else int(seed),
-                         stream=_STAGE1_STREAM, training=training, repeat=repeat)
+                         stream=_STAGE1_STREAM, training=training, repeat=repeat).skip(skip)
     ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     return _finish(ds, batch_size or cfg.batch_size, training)
 
@@ -333,7 +335,7 @@ def smooth_in_time(keypoints, sigma: float):
 def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
                      training: bool = True, seed: Optional[int] = None,
                      batch_size: Optional[int] = None,
-                     repeat: Optional[bool] = None) -> tf.data.Dataset:
+                     repeat: Optional[bool] = None, skip: int = 0) -> tf.data.Dataset:
     """Batches of keypoint sequences from pseudo-label TFRecords (`parse_keypoints` records).
 
     The clip's pseudo-labels are first smoothed over time with σ = cfg.pseudo_label_smoothing
@@ -347,7 +349,7 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
     Args:
       cfg: sequence_length, num_keypoints, num_actions, augment, stage2_batch_size, seed.
       pseudo_label_dir: folder with `{split}-*.tfrecord` pseudo-label files.
-      split, training, seed, batch_size (default cfg.stage2_batch_size), repeat: as
+      split, training, seed, batch_size (default cfg.stage2_batch_size), repeat, skip: as
         `stage1_pairs`.
 
     Returns:
@@ -377,7 +379,7 @@ def stage2_sequences(cfg: Config, pseudo_label_dir, split: str = "train", *,
 
     ds = _seeded_records(pseudo_label_paths(pseudo_label_dir, split), select,
                          seed=cfg.seed if seed is None else int(seed), stream=_STAGE2_STREAM,
-                         training=training, repeat=repeat)
+                         training=training, repeat=repeat).skip(skip)
     return _finish(ds, batch_size or cfg.stage2_batch_size, training)
 
 

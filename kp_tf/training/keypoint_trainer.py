@@ -44,6 +44,7 @@ class KeypointTrainer(AdversarialTrainer):
 
     def __init__(self, cfg):
         self.precision = loop.resolve_precision(cfg.precision)
+        loop.seed_networks(cfg.seed, stage=1)
         with loop.dtype_policy(self.precision):
             self.nets = Stage1Networks(cfg)
             self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list,

@@ -48,6 +48,26 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {kind!r}: use auto, default, mirrored or multiworker")
 
 
+def derived_seed(seed: int, *keys: int) -> int:
+    """An independent 32-bit seed for each (seed, keys...): stages and phases of one run draw
+    unrelated numbers, and each is the same whenever it runs (alone, resumed or in the whole run)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0])
+
+
+def seed_networks(seed: int, stage: int) -> None:
+    """Seeds Keras' initialisers (and Python, NumPy, TF) before a stage builds its networks."""
+    keras.utils.set_random_seed(derived_seed(seed, stage))
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """`--deterministic`: TensorFlow's op determinism, for bit-for-bit repeats on one machine.
+    It cannot be turned off again within the process."""
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 
 

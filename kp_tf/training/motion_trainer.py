@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kp_tf.losses import motion_generator_losses
 from kp_tf.models.networks import build_motion_models
+from kp_tf.training import loop
 from kp_tf.training.gan import AdversarialTrainer
 
 
@@ -19,12 +20,16 @@ class MotionTrainer(AdversarialTrainer):
     """Owns the motion generator, the sequence discriminator and their optimizers."""
 
     def __init__(self, cfg):
+        loop.seed_networks(cfg.seed, stage=2)
         self.generator, self.discriminator = build_motion_models(cfg)
         self._init_optimizers(cfg, self.generator.trainable_variables)
 
     def checkpoint_objects(self):
+        # The sampler's state (the posterior noise) too, so that a resumed run draws what an
+        # uninterrupted one would: Keras keeps it outside the model's tracked variables.
         return {"motion_generator": self.generator, "sequence_discriminator": self.discriminator,
-                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
+                "sampler_state": self.generator.seed_generator.state.value}
 
     def train_generator(self, batch):
         with tf.GradientTape() as tape:
