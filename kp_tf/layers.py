@@ -106,3 +106,157 @@ class GaussianMaps(keras.layers.Layer):
         config = super().get_config()
         config.update({"size": self.size, "inv_std": self.inv_std})
         return config
+
+
+def bilinear_sample(images, coordinates):
+    """images [B, H, W, C] sampled at (x, y) `coordinates` [B, h, w, 2] on the [-1, 1] grid.
+
+    Bilinear, with coordinates outside the frame clamped to its border (the edge pixels
+    repeat, so a part moved in from outside the frame shows background, not black). The
+    gradient flows to the images and to the coordinates (through the bilinear weights).
+    Returns [B, h, w, C].
+    """
+    shape = ops.shape(images)
+    b, height, width, channels = shape[0], images.shape[1], images.shape[2], images.shape[3]
+    x = ops.clip((coordinates[..., 0] + 1.0) * 0.5 * (width - 1), 0.0, width - 1.0)
+    y = ops.clip((coordinates[..., 1] + 1.0) * 0.5 * (height - 1), 0.0, height - 1.0)
+    x0, y0 = ops.floor(x), ops.floor(y)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
+    x1, y1 = ops.minimum(x0 + 1, width - 1), ops.minimum(y0 + 1, height - 1)
+    flat = ops.reshape(images, (-1, channels))  # [B·H·W, C]: one gather for all corners
+    base = (ops.arange(b, dtype="int32") * (height * width))[:, None, None]
+
+    def corner(yi, xi):
+        return ops.take(flat, base + yi * width + xi, axis=0)  # [B, h, w, C]
+
+    top = corner(y0, x0) * (1.0 - wx) + corner(y0, x1) * wx
+    bottom = corner(y1, x0) * (1.0 - wx) + corner(y1, x1) * wx
+    return top * (1.0 - wy) + bottom * wy
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class SparseMotion(keras.layers.Layer):
+    """Keypoint pairs → K + 1 candidate backward warps (Monkey-Net's sparse motions, zeroth order).
+
+    For an output pixel z of the target frame, candidate k samples the reference at
+    z − t_k + r_k (the translation that carries reference keypoint r_k onto target keypoint
+    t_k); candidate 0 is the identity (background). A dense-motion network later mixes them
+    with soft masks (Siarohin et al. 2019, Monkey-Net eq. (4); FOMM eq. (6) without Jacobians).
+
+    Args:
+      size: the warp's resolution (square), e.g. S/4.
+
+    Inputs: reference keypoints [B, K, 2], target keypoints [B, K, 2] ((x, y) in [-1, 1]).
+    Output: sampling coordinates [B, size, size, K + 1, 2] in the reference, (x, y) in [-1, 1].
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, reference_keypoints, target_keypoints):
+        grid = _grid(self.size, reference_keypoints.dtype)
+        xs, ys = ops.meshgrid(grid, grid)  # [size, size] each, x along the width
+        identity = ops.stack([xs, ys], axis=-1)[None, :, :, None, :]  # [1, s, s, 1, 2]
+        shift = (reference_keypoints - target_keypoints)[:, None, None, :, :]  # [B, 1, 1, K, 2]
+        moved = identity + shift
+        batch = ops.shape(reference_keypoints)[0]
+        background = ops.broadcast_to(identity, (batch, self.size, self.size, 1, 2))
+        return ops.concatenate([background, moved], axis=3)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[1] + 1, 2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class Warp(keras.layers.Layer):
+    """Backward warp: `bilinear_sample(images, coordinates)` as a layer (no weights).
+
+    Inputs: images [B, H, W, C], coordinates [B, h, w, 2] ((x, y) in [-1, 1], where each output
+    pixel samples the images). Output: [B, h, w, C].
+    """
+
+    def call(self, images, coordinates):
+        return bilinear_sample(images, coordinates)
+
+    def compute_output_shape(self, images_shape, coordinates_shape):
+        return tuple(coordinates_shape[:3]) + (images_shape[3],)
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class CandidateWarps(keras.layers.Layer):
+    """An image warped by each of the K + 1 candidate motions of `SparseMotion` (no weights).
+
+    Inputs: images [B, h, w, C] (at the warp's resolution), candidates [B, h, w, K + 1, 2].
+    Output: [B, h, w, (K + 1)·C], candidate-major: what the reference would look like if the
+    whole frame moved with each keypoint (Monkey-Net's deformed sources).
+    """
+
+    def call(self, images, candidates):
+        shape = ops.shape(candidates)
+        b, h, w, n = shape[0], candidates.shape[1], candidates.shape[2], candidates.shape[3]
+        c = images.shape[3]
+        coordinates = ops.reshape(ops.transpose(candidates, (0, 3, 1, 2, 4)), (-1, h, w, 2))
+        warped = bilinear_sample(ops.repeat(images, n, axis=0), coordinates)  # [B·n, h, w, C]
+        warped = ops.transpose(ops.reshape(warped, (b, n, h, w, c)), (0, 2, 3, 1, 4))
+        return ops.reshape(warped, (b, h, w, n * c))
+
+    def compute_output_shape(self, images_shape, candidates_shape):
+        return tuple(candidates_shape[:3]) + (candidates_shape[3] * images_shape[3],)
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class DenseFlow(keras.layers.Layer):
+    """Soft masks over the K + 1 candidate motions → one dense backward flow (Monkey-Net eq. (4)).
+
+    Inputs: masks [B, h, w, K + 1] (a softmax over the last axis), candidates
+    [B, h, w, K + 1, 2]. Output: coordinates [B, h, w, 2] = Σ_k mask_k · candidate_k.
+    """
+
+    def call(self, masks, candidates):
+        return ops.sum(masks[..., None] * candidates, axis=3)
+
+    def compute_output_shape(self, masks_shape, candidates_shape):
+        return tuple(candidates_shape[:3]) + (2,)
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class UpsampleFlow(keras.layers.Layer):
+    """A backward flow at S/f → the same flow at S: its displacement from the identity is
+    resized bilinearly and added to the identity grid of size S (resizing the coordinates
+    themselves would pull the border inwards).
+
+    Args:
+      size: the output resolution S.
+
+    Input: coordinates [B, h, w, 2]. Output: coordinates [B, size, size, 2].
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, coordinates):
+        h = coordinates.shape[1]
+        small = _grid(h, coordinates.dtype)
+        xs, ys = ops.meshgrid(small, small)
+        displacement = coordinates - ops.stack([xs, ys], axis=-1)[None]
+        displacement = ops.image.resize(displacement, (self.size, self.size),
+                                        interpolation="bilinear")
+        big = _grid(self.size, coordinates.dtype)
+        xs, ys = ops.meshgrid(big, big)
+        return displacement + ops.stack([xs, ys], axis=-1)[None]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, 2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size})
+        return config

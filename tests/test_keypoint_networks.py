@@ -25,8 +25,22 @@ PINNED = {
 }
 
 
+# The warping translator (--translator=warp) of each preset: the paper's decoder plus the
+# dense-motion hourglass (warp_filters wide) at S/4.
+WARP_PINNED = {"mgif": 3519266, "nemo": 3247061, "penn": 3398286, "synthetic": 561014,
+               "tiny": 9326, "weizmann": 488410}
+
+
 def test_every_preset_is_pinned():
-    assert sorted(PINNED) == config.available_presets()
+    assert sorted(PINNED) == config.available_presets() == sorted(WARP_PINNED)
+
+
+@pytest.mark.parametrize("preset", sorted(WARP_PINNED))
+def test_warp_translator_parameter_counts(preset):
+    from kp_tf.models.translator import build_translator
+
+    translator = build_translator(config.load_preset(preset, translator="warp"))
+    assert translator.count_params() == WARP_PINNED[preset]
 
 
 @pytest.mark.parametrize("preset", sorted(PINNED))

@@ -7,7 +7,7 @@ from keras import ops
 from kp_tf.models.detector import build_detector
 from kp_tf.models.discriminators import ImageDiscriminator, SequenceDiscriminator
 from kp_tf.models.motion_generator import MotionGenerator
-from kp_tf.models.translator import ImageEncoder, ImageTranslator
+from kp_tf.models.translator import ImageEncoder, build_translator
 
 
 class Stage1Networks:
@@ -22,9 +22,7 @@ class Stage1Networks:
         self.detector = build_detector(cfg)
         self.image_encoder = ImageEncoder(cfg.image_size, cfg.encoder_filters, m,
                                           name="image_encoder")
-        self.translator = ImageTranslator(
-            cfg.num_keypoints, cfg.image_size, cfg.encoder_filters * 4, cfg.translator_filters,
-            cfg.gaussian_inv_std, m, cfg.mask_bias_init, name="translator")
+        self.translator = build_translator(cfg)
         self.discriminator = ImageDiscriminator(
             cfg.image_size, cfg.discriminator_filters, cfg.discriminator_layers,
             name="image_discriminator")

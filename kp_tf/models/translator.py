@@ -1,13 +1,48 @@
 """The translator T (paper §3.1, eqs. (2)–(3)) and its image encoder: reference appearance plus
-keypoints → the target frame."""
+keypoints → the target frame.
+
+Two translators share one call: the paper's (`ImageTranslator`: the decoder paints the target
+from the reference's features and both keypoint maps, then blends with the reference frame
+through a mask) and a keypoint-driven warping one beyond the paper (`WarpTranslator`: a dense
+motion field, in the manner of Monkey-Net / FOMM, first moves the reference's features and
+pixels to where the target keypoints are, so a moving limb carries its own texture along).
+"""
 
 from __future__ import annotations
 
 import keras
 from keras import layers
 
-from kp_tf.layers import GaussianMaps
+from kp_tf.layers import (CandidateWarps, DenseFlow, GaussianMaps, SparseMotion, UpsampleFlow,
+                          Warp)
 from kp_tf.models.blocks import conv_bn_relu, encoder, upsample
+
+TRANSLATORS = ("paper", "warp")
+WARP_BLENDS = ("mask", "occlusion")
+
+
+def _decode(x, filters, momentum, head, mask_bias_init):
+    """The paper translator's decoder (4 convs per scale, widths halving from `filters`,
+    bilinear ×2, then 2 convs) → (generated image s [B, S, S, 3] linear, mask m [B, S, S, 1])."""
+    width = filters
+    for i in range(2):
+        for j in range(4):
+            x = conv_bn_relu(x, width, 3, 1, f"decoder_{i}_{j}", momentum)
+        x = upsample(x, f"decoder_{i}_up")
+        width //= 2
+    for j in range(2):
+        x = conv_bn_relu(x, width, 3, 1, f"decoder_2_{j}", momentum)
+    # Output heads in floatx (float32) under a mixed policy (the images enter the losses).
+    generated = layers.Conv2D(3, 3, padding="same", dtype=head, name="generated")(x)
+    mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head, name="mask",
+                         bias_initializer=keras.initializers.Constant(mask_bias_init))(x)
+    return generated, mask
+
+
+def _blend(copied, mask, generated, head):
+    """m ⊙ copied + (1 − m) ⊙ generated (eq. (3)): m = 1 copies the pixel."""
+    return layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]), dtype=head,
+                         name="blend")([copied, mask, generated])
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
@@ -70,21 +105,8 @@ class ImageTranslator(keras.Model):
         head = keras.config.floatx()  # maps and output heads in float32 under a mixed policy
         maps = GaussianMaps(fs, gaussian_inv_std, dtype=head, name="gaussian_maps")
         x = layers.Concatenate(name="condition")([features, maps(ref_kp), maps(tgt_kp)])
-        width = filters
-        for i in range(2):
-            for j in range(4):
-                x = conv_bn_relu(x, width, 3, 1, f"decoder_{i}_{j}", m)
-            x = upsample(x, f"decoder_{i}_up")
-            width //= 2
-        for j in range(2):
-            x = conv_bn_relu(x, width, 3, 1, f"decoder_2_{j}", m)
-        # Output heads in floatx (float32) under a mixed policy (the images enter the losses).
-        generated = layers.Conv2D(3, 3, padding="same", dtype=head, name="generated")(x)
-        mask = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
-                             name="mask",
-                             bias_initializer=keras.initializers.Constant(mask_bias_init))(x)
-        output = layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]), dtype=head,
-                               name="blend")([reference, mask, generated])
+        generated, mask = _decode(x, filters, m, head, mask_bias_init)
+        output = _blend(reference, mask, generated, head)
         super().__init__(inputs=[reference, features, ref_kp, tgt_kp],
                          outputs={"output": output, "generated": generated, "mask": mask},
                          **kwargs)
@@ -102,4 +124,118 @@ class ImageTranslator(keras.Model):
                 "filters": self.filters, "gaussian_inv_std": self.gaussian_inv_std,
                 "batchnorm_momentum": self.batchnorm_momentum,
                 "mask_bias_init": self.mask_bias_init}
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class WarpTranslator(keras.Model):
+    """A keypoint-driven warping translator (beyond the paper; `--translator=warp`).
+
+    Same inputs and outputs as `ImageTranslator`, and the same decoder, but what it decodes and
+    what it copies are first moved to the target's pose:
+      1. dense motion (Monkey-Net, Siarohin et al. 2019, eq. (4); FOMM eq. (6) without
+         Jacobians): K + 1 candidate backward warps at S/4 (`SparseMotion`: the identity and one
+         translation per keypoint pair), the reference (average-pooled to S/4) warped by each
+         (`CandidateWarps`), and a small hourglass on [target − reference Gaussian maps, those
+         warped references] predicts soft masks over the candidates (a softmax) and an
+         occlusion map o (sigmoid); the flow is Σ_k mask_k · candidate_k (`DenseFlow`);
+      2. the reference features are warped by the flow and multiplied by o (FOMM eq. (7)),
+         then decoded with both keypoint maps to the generated image s and the mask m;
+      3. the reference frame itself is warped by the flow brought to full resolution, and the
+         output is m ⊙ warp(v) + (1 − m) ⊙ s (`blend="mask"`: eq. (3) on the warped frame), or
+         with the up-sampled occlusion map in place of m (`blend="occlusion"`).
+
+    Args:
+      num_keypoints, image_size, feature_channels, filters, gaussian_inv_std,
+        batchnorm_momentum, mask_bias_init: as `ImageTranslator`.
+      motion_filters: width of the dense-motion hourglass (doubling at each of its two
+        stride-2 levels).
+      blend: "mask" or "occlusion" (above).
+
+    Inputs: reference image [B, S, S, 3], features [B, S/4, S/4, C], reference keypoints
+    [B, K, 2], target keypoints [B, K, 2].
+    Outputs: dict output, generated [B, S, S, 3], mask [B, S, S, 1], flow [B, S/4, S/4, 2]
+    (where each pixel of the target samples the reference, (x, y) in [-1, 1]) and occlusion
+    [B, S/4, S/4, 1].
+    """
+
+    def __init__(self, num_keypoints=40, image_size=128, feature_channels=128, filters=256,
+                 gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0,
+                 motion_filters=64, blend="mask", **kwargs):
+        if blend not in WARP_BLENDS:
+            raise ValueError(f"WarpTranslator: blend must be one of {WARP_BLENDS}, got {blend!r}")
+        if image_size % 16:
+            raise ValueError(f"WarpTranslator: image_size {image_size} must be a multiple of 16 "
+                             f"(the dense motion runs at S/4 with two stride-2 levels)")
+        m, fs = batchnorm_momentum, image_size // 4
+        reference = keras.Input((image_size, image_size, 3), name="reference_image")
+        features = keras.Input((fs, fs, feature_channels), name="features")
+        ref_kp = keras.Input((num_keypoints, 2), name="reference_keypoints")
+        tgt_kp = keras.Input((num_keypoints, 2), name="target_keypoints")
+        head = keras.config.floatx()  # maps, warps and heads in float32 under a mixed policy
+        maps = GaussianMaps(fs, gaussian_inv_std, dtype=head, name="gaussian_maps")
+        ref_maps, tgt_maps = maps(ref_kp), maps(tgt_kp)
+
+        candidates = SparseMotion(fs, dtype=head, name="sparse_motion")(ref_kp, tgt_kp)
+        small = layers.AveragePooling2D(4, dtype=head, name="reference_small")(reference)
+        moved = CandidateWarps(dtype=head, name="candidate_warps")(small, candidates)
+        heat = layers.Subtract(dtype=head, name="heatmap_difference")([tgt_maps, ref_maps])
+        x0 = conv_bn_relu(layers.Concatenate(name="motion_input")([heat, moved]),
+                          motion_filters, 3, 1, "motion_0", m)
+        x1 = conv_bn_relu(x0, 2 * motion_filters, 3, 2, "motion_1", m)
+        x2 = conv_bn_relu(x1, 4 * motion_filters, 3, 2, "motion_2", m)
+        x = layers.Concatenate(name="motion_skip_1")([upsample(x2, "motion_2_up"), x1])
+        x = conv_bn_relu(x, 2 * motion_filters, 3, 1, "motion_3", m)
+        x = layers.Concatenate(name="motion_skip_0")([upsample(x, "motion_3_up"), x0])
+        x = conv_bn_relu(x, motion_filters, 3, 1, "motion_4", m)
+        masks = layers.Conv2D(num_keypoints + 1, 3, padding="same", activation="softmax",
+                              dtype=head, name="motion_masks")(x)
+        occlusion = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
+                                  name="occlusion")(x)
+        flow = DenseFlow(dtype=head, name="dense_flow")(masks, candidates)
+
+        warped = Warp(dtype=head, name="warp_features")(features, flow)
+        warped = layers.Multiply(dtype=head, name="occlude_features")([warped, occlusion])
+        x = layers.Concatenate(name="condition")([warped, ref_maps, tgt_maps])
+        generated, mask = _decode(x, filters, m, head, mask_bias_init)
+        full_flow = UpsampleFlow(image_size, dtype=head, name="full_flow")(flow)
+        copied = Warp(dtype=head, name="warp_reference")(reference, full_flow)
+        if blend == "occlusion":
+            mask = layers.UpSampling2D(4, interpolation="bilinear", dtype=head,
+                                       name="occlusion_full")(occlusion)
+        output = _blend(copied, mask, generated, head)
+        super().__init__(inputs=[reference, features, ref_kp, tgt_kp],
+                         outputs={"output": output, "generated": generated, "mask": mask,
+                                  "flow": flow, "occlusion": occlusion},
+                         **kwargs)
+        self.num_keypoints = num_keypoints
+        self.image_size = image_size
+        self.feature_channels = feature_channels
+        self.filters = filters
+        self.gaussian_inv_std = gaussian_inv_std
+        self.batchnorm_momentum = batchnorm_momentum
+        self.mask_bias_init = mask_bias_init
+        self.motion_filters = motion_filters
+        self.blend = blend
+
+    def get_config(self):
+        return {"name": self.name, "num_keypoints": self.num_keypoints,
+                "image_size": self.image_size, "feature_channels": self.feature_channels,
+                "filters": self.filters, "gaussian_inv_std": self.gaussian_inv_std,
+                "batchnorm_momentum": self.batchnorm_momentum,
+                "mask_bias_init": self.mask_bias_init, "motion_filters": self.motion_filters,
+                "blend": self.blend}
+
+
+def build_translator(cfg):
+    """The configured translator (`--translator=paper|warp`) with the image encoder's width."""
+    common = dict(num_keypoints=cfg.num_keypoints, image_size=cfg.image_size,
+                  feature_channels=cfg.encoder_filters * 4, filters=cfg.translator_filters,
+                  gaussian_inv_std=cfg.gaussian_inv_std,
+                  batchnorm_momentum=cfg.batchnorm_momentum, mask_bias_init=cfg.mask_bias_init,
+                  name="translator")
+    if cfg.translator == "paper":
+        return ImageTranslator(**common)
+    if cfg.translator == "warp":
+        return WarpTranslator(motion_filters=cfg.warp_filters, blend=cfg.warp_blend, **common)
+    raise ValueError(f"unknown translator {cfg.translator!r}: use one of {TRANSLATORS}")
 

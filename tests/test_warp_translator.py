@@ -1,0 +1,148 @@
+"""The warping translator (beyond the paper): its layers' geometry, and the whole model moving
+the reference with a keypoint."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kp_tf import config
+from kp_tf.layers import (CandidateWarps, DenseFlow, SparseMotion, UpsampleFlow, Warp,
+                          bilinear_sample)
+from kp_tf.models import networks
+from kp_tf.models.translator import WarpTranslator
+
+RNG = np.random.default_rng(0)
+
+
+def _grid(n):
+    xs, ys = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n))
+    return np.stack([xs, ys], -1).astype(np.float32)
+
+
+def test_bilinear_sample_is_exact_on_pixel_centres_and_clamps_outside():
+    images = RNG.uniform(-1, 1, (2, 6, 6, 3)).astype(np.float32)
+    identity = np.broadcast_to(_grid(6), (2, 6, 6, 2))
+    np.testing.assert_allclose(bilinear_sample(images, identity), images, atol=1e-6)
+    one_pixel = identity + np.array([2 / 5, 0], np.float32)  # sample one pixel to the right
+    shifted = np.asarray(bilinear_sample(images, one_pixel))
+    np.testing.assert_allclose(shifted[:, :, :5], images[:, :, 1:], atol=1e-6)
+    np.testing.assert_allclose(shifted[:, :, 5], images[:, :, 5], atol=1e-6)  # border repeats
+    halfway = identity + np.array([0, 1 / 5], np.float32)  # half a pixel down
+    np.testing.assert_allclose(np.asarray(bilinear_sample(images, halfway))[:, :5],
+                               (images[:, :5] + images[:, 1:]) / 2, atol=1e-6)
+
+
+def test_bilinear_sample_gradient_reaches_the_coordinates():
+    images = tf.constant(np.tile(np.linspace(0, 1, 8, dtype=np.float32)[None, None, :, None],
+                                 (1, 8, 1, 1)))  # brightness grows to the right by 1/7 a pixel
+    coordinates = tf.Variable(np.broadcast_to(_grid(8), (1, 8, 8, 2)).copy() * 0.5)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(bilinear_sample(images, coordinates))
+    grad = tape.gradient(total, coordinates).numpy()
+    np.testing.assert_allclose(grad[..., 0], 0.5, rtol=1e-5)  # d/dx = (1/7) · (7/2) per unit
+    np.testing.assert_allclose(grad[..., 1], 0.0, atol=1e-6)
+
+
+def test_sparse_motion_candidates_carry_each_reference_keypoint_onto_its_target():
+    ref = np.array([[[-0.5, 0.0], [0.5, 0.5]]], np.float32)
+    tgt = np.array([[[-0.25, 0.25], [0.5, -0.5]]], np.float32)
+    candidates = np.asarray(SparseMotion(5)(ref, tgt))
+    assert candidates.shape == (1, 5, 5, 3, 2)
+    np.testing.assert_allclose(candidates[0, :, :, 0], _grid(5), atol=1e-6)  # identity
+    for k in range(2):
+        np.testing.assert_allclose(candidates[0, :, :, k + 1], _grid(5) + ref[0, k] - tgt[0, k],
+                                   atol=1e-6)
+
+
+def test_candidate_warps_and_dense_flow():
+    images = RNG.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
+    ref = RNG.uniform(-0.5, 0.5, (2, 3, 2)).astype(np.float32)
+    tgt = RNG.uniform(-0.5, 0.5, (2, 3, 2)).astype(np.float32)
+    candidates = SparseMotion(4)(ref, tgt)
+    moved = np.asarray(CandidateWarps()(images, candidates)).reshape(2, 4, 4, 4, 3)
+    for k in range(4):
+        np.testing.assert_allclose(moved[:, :, :, k],
+                                   bilinear_sample(images, candidates[:, :, :, k]), atol=1e-6)
+    np.testing.assert_allclose(moved[:, :, :, 0], images, atol=1e-6)
+    one_hot = np.zeros((2, 4, 4, 4), np.float32)
+    one_hot[..., 2] = 1
+    np.testing.assert_allclose(DenseFlow()(one_hot, candidates), candidates[:, :, :, 2],
+                               atol=1e-6)
+
+
+def test_upsampled_flow_keeps_the_identity_and_a_translation():
+    identity = np.broadcast_to(_grid(4), (1, 4, 4, 2))
+    np.testing.assert_allclose(UpsampleFlow(16)(identity), _grid(16)[None], atol=1e-5)
+    moved = identity + np.array([0.3, -0.2], np.float32)
+    np.testing.assert_allclose(UpsampleFlow(16)(moved),
+                               _grid(16)[None] + np.array([0.3, -0.2]), atol=1e-5)
+
+
+def _copying_translator(cfg, follow: int):
+    """A warp translator whose dense motion follows keypoint `follow` everywhere and whose
+    mask copies the warped reference: the output is the reference translated by that
+    keypoint's motion."""
+    translator = WarpTranslator(cfg.num_keypoints, cfg.image_size, 4, 8, cfg.gaussian_inv_std,
+                                motion_filters=4)
+    masks = translator.get_layer("motion_masks")
+    kernel, bias = masks.get_weights()
+    bias[:] = -30.0
+    bias[follow + 1] = 30.0
+    masks.set_weights([np.zeros_like(kernel), bias])
+    mask = translator.get_layer("mask")
+    kernel, bias = mask.get_weights()
+    mask.set_weights([np.zeros_like(kernel), np.full_like(bias, 30.0)])
+    return translator
+
+
+def test_warp_translator_moves_the_reference_with_its_keypoint(tiny_config):
+    cfg = tiny_config
+    s = cfg.image_size
+    translator = _copying_translator(cfg, follow=1)
+    reference = np.zeros((1, s, s, 3), np.float32) - 1
+    reference[0, 8:12, 8:12] = 1.0  # a bright square at rows and columns 8..11
+    features = RNG.uniform(-1, 1, (1, s // 4, s // 4, 4)).astype(np.float32)
+    ref_kp = RNG.uniform(-0.8, 0.8, (1, cfg.num_keypoints, 2)).astype(np.float32)
+    tgt_kp = ref_kp.copy()
+    step = 2.0 / (s - 1)
+    tgt_kp[0, 1] += np.array([8 * step, 4 * step])  # keypoint 1 moves 8 px right, 4 px down
+    out = {k: np.asarray(v) for k, v in
+           translator([reference, features, ref_kp, tgt_kp]).items()}
+    np.testing.assert_allclose(out["mask"], 1.0, atol=1e-6)
+    moved = out["output"][0]
+    assert moved[12:16, 16:20].min() > 0.99  # the square, 4 rows down and 8 columns right
+    assert moved[8:12, 8:12].max() < -0.99   # and gone from where it was
+    assert out["flow"].shape == (1, s // 4, s // 4, 2) and out["occlusion"].shape == (1, s // 4, s // 4, 1)
+
+
+def test_warp_translator_trains_the_keypoints_and_round_trips(tmp_path, tiny_config):
+    cfg = tiny_config.replace(translator="warp")
+    nets = networks.Stage1Networks(cfg)
+    x = tf.constant(RNG.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32))
+    y = tf.constant(RNG.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        out = nets.translate(x, y, training=True)
+        loss = tf.reduce_mean(tf.abs(out["output"] - y))
+    grads = tape.gradient(loss, nets.detector.trainable_variables)
+    assert all(g is not None for g in grads) and sum(float(tf.reduce_sum(tf.abs(g)))
+                                                    for g in grads) > 0
+    path = tmp_path / "warp.keras"
+    nets.translator.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, WarpTranslator) and restored.get_config() == nets.translator.get_config()
+    inputs = [x, nets.image_encoder(x), out["reference_keypoints"], out["target_keypoints"]]
+    np.testing.assert_allclose(restored(inputs)["output"], nets.translator(inputs)["output"],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [SparseMotion(8), CandidateWarps(), DenseFlow(),
+                                   UpsampleFlow(16), Warp()])
+def test_warp_layer_serialisation(layer):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer) and restored.get_config() == layer.get_config()
+
+
+def test_warp_needs_a_size_divisible_by_16(tiny_config):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        WarpTranslator(4, 40)
