@@ -15,7 +15,7 @@ import os
 import cv2
 import numpy as np
 
-from kp_tf import cli
+from kp_tf import cli, conventions
 
 
 class PredictError(cli.UserError):
@@ -45,7 +45,7 @@ def load_image(path: str, size: int) -> np.ndarray:
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     top, left = (nh - size) // 2, (nw - size) // 2
     image = image[top:top + size, left:left + size]
-    return image.astype(np.float32) / 127.5 - 1.0
+    return conventions.to_model(image)
 
 
 class Predictor:
@@ -74,7 +74,7 @@ class Predictor:
         tf = self._tf
         out = self.model.predict_video(tf.constant(image), tf.constant(action, tf.int32),
                                        tf.constant(seed, tf.int64), tf.constant(frames, tf.int32))
-        video = np.clip((out["video"].numpy() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        video = conventions.to_uint8(out["video"].numpy())
         return video, out["keypoints"].numpy(), out["first_keypoints"].numpy()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kp_tf.conventions import keypoints_to_pixels
+
 
 def _grid(n, dtype):
     return ops.cast(ops.linspace(-1.0, 1.0, n), dtype)
@@ -118,8 +120,8 @@ def bilinear_sample(images, coordinates):
     """
     shape = ops.shape(images)
     b, height, width, channels = shape[0], images.shape[1], images.shape[2], images.shape[3]
-    x = ops.clip((coordinates[..., 0] + 1.0) * 0.5 * (width - 1), 0.0, width - 1.0)
-    y = ops.clip((coordinates[..., 1] + 1.0) * 0.5 * (height - 1), 0.0, height - 1.0)
+    x = ops.clip(keypoints_to_pixels(coordinates[..., 0], width), 0.0, width - 1.0)
+    y = ops.clip(keypoints_to_pixels(coordinates[..., 1], height), 0.0, height - 1.0)
     x0, y0 = ops.floor(x), ops.floor(y)
     wx, wy = (x - x0)[..., None], (y - y0)[..., None]
     x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")

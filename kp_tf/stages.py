@@ -13,7 +13,7 @@ import os
 
 from absl import logging
 
-from kp_tf import run_folder
+from kp_tf import conventions, run_folder
 from kp_tf.run_folder import latest_checkpoint, paths
 from kp_tf.training import loop
 
@@ -131,7 +131,7 @@ def first_frame_per_label(cfg, data_dir: str, split: str, num_actions: int) -> d
 
     frames = {}
     for clip in pipeline.clip_sequences(cfg, data_dir, split, frames=1):
-        frames.setdefault(int(clip["label"]), clip["frames"][0].numpy() / 127.5 - 1.0)
+        frames.setdefault(int(clip["label"]), conventions.to_model(clip["frames"][0].numpy()))
         if len(frames) >= max(num_actions, 1):
             break
     return frames

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from kp_tf.data.tfrecords import normalized_to_pixels
+from kp_tf.conventions import normalized_to_pixels, to_uint8
 
 _SHIFT = 4  # fractional bits of the coordinates handed to cv2, for sub-pixel placement
 
@@ -77,11 +77,6 @@ def draw_keypoints(images, keypoints, radius: int | None = None, colors=None,
             cv2.circle(image, (x, y), (radius + 1) << _SHIFT, (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
             cv2.circle(image, (x, y), radius << _SHIFT, color, -1, cv2.LINE_AA, _SHIFT)
     return out.reshape(images.shape)
-
-
-def to_uint8(images) -> np.ndarray:
-    """Float images in [-1, 1] (clipped) → uint8 [0, 255], same shape."""
-    return np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
 
 def image_grid(rows, pad: int = 2) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kp_tf import conventions
 from kp_tf.data import augment, pipeline, tfrecords
 from kp_tf.data.clip import Clip
 
@@ -237,7 +238,7 @@ def test_stage1_joints(cfg):
     ds = pipeline.stage1_pairs(cfg, "test", training=False, with_joints=True)
     batch = _batches(ds, 1)[0]
     clip = _indexed_clip(0, 30)
-    expected = tfrecords.pixels_to_normalized(clip.joints[[0, 10]], SIZE, SIZE)
+    expected = conventions.pixels_to_normalized(clip.joints[[0, 10]], SIZE, SIZE)
     np.testing.assert_allclose(batch["reference_joints"][0], expected[0], atol=1e-6)
     np.testing.assert_allclose(batch["target_joints"][0], expected[1], atol=1e-6)
     # Frame 10 moved joint 2 (x = 27 + 10 px) out of the 32-px frame.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kp_tf import viz
+from kp_tf import conventions, viz
 
 
 def _moving_square(t=5, h=24, w=32):
@@ -83,15 +83,15 @@ def test_display_grid_enlarges_image_and_keypoint_rows_alike():
     keypoints = np.zeros((2, 3, 2))
     grid = viz.display_grid([images, -images], [(images, keypoints)])
     assert grid.shape == (3 * 130 + 2, 2 * 130 + 2, 3)  # 32 → 128 px, 2-pixel gutters
-    np.testing.assert_array_equal(grid[2:130, 2:130], viz.enlarge(viz.to_uint8(images[0]), 4))
+    np.testing.assert_array_equal(grid[2:130, 2:130], viz.enlarge(conventions.to_uint8(images[0]), 4))
     overlay = grid[2 * 130 + 2:3 * 130, 2:130]
     np.testing.assert_array_equal(
-        overlay, viz.draw_keypoints(viz.to_uint8(images[:1]), keypoints[:1], scale=4)[0])
+        overlay, viz.draw_keypoints(conventions.to_uint8(images[:1]), keypoints[:1], scale=4)[0])
     assert (overlay != grid[2:130, 2:130]).any()  # the dots
 
 
 def test_to_uint8():
-    out = viz.to_uint8(np.array([-2.0, -1.0, 0.0, 1.0, 3.0]))
+    out = conventions.to_uint8(np.array([-2.0, -1.0, 0.0, 1.0, 3.0]))
     np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
     assert out.dtype == np.uint8
 

@@ -139,7 +139,7 @@ def resize_policy(resolution: int) -> dict:
 def fit_clip(clip: Clip, resolution: int) -> Clip:
     """Resizes the shorter side to `resolution` and centre-crops a square; joints follow.
 
-    Joint coordinates use pixel centres at integers (as `tfrecords.pixels_to_normalized`
+    Joint coordinates use pixel centres at integers (as `conventions.pixels_to_normalized`
     expects), so a resize by s maps x to (x + 0.5)·s − 0.5. Joints that end up outside the
     crop keep their (out-of-range) coordinates but get visibility 0.
 

@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import numpy as np
 import tensorflow as tf
 
+from kp_tf import conventions
 from kp_tf.config import Config
 from kp_tf.data import augment, tfrecords
 
@@ -109,11 +110,6 @@ def _decode_resized(frames_png, size: int):
     frames = tf.cond(same, lambda: frames,
                      lambda: tf.image.resize(frames, [size, size], antialias=True))
     return tf.ensure_shape(frames, [None, size, size, 3])
-
-
-def _to_unit_range(frames):
-    """[0, 255] → [-1, 1] (original: /255 then ×2 − 1)."""
-    return frames / 127.5 - 1.0
 
 
 def _inside(joints):
@@ -215,9 +211,9 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
                 tf.random.experimental.stateless_fold_in(element["seed"], 2),
                 cfg.equivariance_shift, cfg.equivariance_rotation, cfg.equivariance_scale)
             warped = augment.warp_images(frames[:1], matrix, shift, fill_mode="NEAREST")
-            out.update(warped_reference=_to_unit_range(warped[0]), warp_matrix=matrix,
+            out.update(warped_reference=conventions.to_model(warped[0]), warp_matrix=matrix,
                        warp_shift=shift)
-        frames = _to_unit_range(frames)
+        frames = conventions.to_model(frames)
         out.update(reference=frames[0], target=frames[1])
         if with_joints:
             visibility = element["visibility"] * _inside(joints)

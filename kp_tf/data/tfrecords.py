@@ -20,18 +20,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from kp_tf.conventions import normalized_to_pixels, pixels_to_normalized
 from kp_tf.data.clip import Clip
-
-
-def pixels_to_normalized(xy: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(x, y) pixel coordinates → [-1, 1] with -1/+1 at the first/last pixel centre."""
-    scale = np.array([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], np.float32)
-    return np.asarray(xy, np.float32) * scale - 1.0
-
-
-def normalized_to_pixels(xy: np.ndarray, height: int, width: int) -> np.ndarray:
-    scale = np.array([(width - 1) / 2.0, (height - 1) / 2.0], np.float32)
-    return (np.asarray(xy, np.float32) + 1.0) * scale
 
 
 def encode_png(frame: np.ndarray) -> bytes:

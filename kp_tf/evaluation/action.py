@@ -163,7 +163,7 @@ def _decode(frames_png, size: int):
     shape = tf.shape(x)
     x = tf.cond(tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size)),
                 lambda: x, lambda: tf.image.resize(x, [size, size], antialias=True))
-    return tf.ensure_shape(x, [None, size, size, 3]) / 127.5 - 1.0
+    return conventions.to_model(tf.ensure_shape(x, [None, size, size, 3]))
 
 
 def training_dataset(data_dir: str, settings: ClassifierSettings, split: str = "train"):
@@ -212,7 +212,7 @@ def load_windows(data_dir: str, frames: int, image_size: int, split: str = "test
         s = max(1, n // (frames + 1)) if stride == "span" else int(stride)
         idx = window_indices(n, frames, stride=s, start=start * s if stride == "span" else start)
         video = _decode(tf.gather(clip["frames_png"], idx), image_size)
-        videos.append(np.clip(np.round((video.numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8))
+        videos.append(conventions.to_uint8(video.numpy()))
         labels.append(int(clip["label"]))
     return np.stack(videos), np.asarray(labels, np.int32)
 
@@ -239,7 +239,7 @@ class ActionClassifier:
         out = []
         for start in range(0, len(videos), batch_size):
             x = videos[start:start + batch_size]
-            x = x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x.astype(np.float32)
+            x = conventions.to_model(x) if x.dtype == np.uint8 else x.astype(np.float32)
             out.append(np.asarray(self.model(x, training=False)))
         return np.concatenate(out) if out else np.zeros([0, len(self.class_names)], np.float32)
 

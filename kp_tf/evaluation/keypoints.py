@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from kp_tf import conventions
 from kp_tf.data import tfrecords
 
 
@@ -47,7 +48,7 @@ def detect_split(detector, data_dir: str, split: str, image_size: int, *,
         x = tf.cast(frames[start:start + batch], tf.float32)
         if x.shape[1] != image_size:
             x = tf.image.resize(x, [image_size, image_size], antialias=True)
-        learned.append(np.asarray(detector(x / 127.5 - 1.0, training=False)))
+        learned.append(np.asarray(detector(conventions.to_model(x), training=False)))
     return (np.concatenate(learned), np.concatenate(joints), np.concatenate(vis),
             np.concatenate(clip_index))
 

@@ -18,18 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
+from kp_tf.conventions import to_unit
+
 PSNR_CAP_DB = 100.0
 
 
 # --- pixels --------------------------------------------------------------------------------
-
-def to_unit(images) -> np.ndarray:
-    """uint8 0..255 → float32 [0, 1]; float input is assumed to be in [0, 1] already."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 255.0
-    return images.astype(np.float32)
-
 
 def _frames(x) -> np.ndarray:
     """[..., H, W, C] → [N, H, W, C] in [0, 1]."""

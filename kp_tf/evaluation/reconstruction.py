@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from kp_tf import conventions
 from kp_tf.data import tfrecords
 from kp_tf.evaluation import metrics
 
@@ -38,7 +39,7 @@ def held_out_pairs(data_dir: str, split: str, image_size: int, stride: int,
         frames = tf.cast(tfrecords.decode_frames(clip["frames_png"]), tf.float32)
         if frames.shape[1] != image_size:
             frames = tf.image.resize(frames, [image_size, image_size], antialias=True)
-        frames = frames.numpy() / 127.5 - 1.0
+        frames = conventions.to_model(frames.numpy())
         if len(frames) > 1:
             yield clip["clip_id"].numpy().decode(), frames[0], frames[stride::stride]
 
@@ -49,7 +50,6 @@ def evaluate_reconstruction(nets, perceptual, data_dir: str, split: str, image_s
     translator_means, copy_means = metrics.RunningMeans(), metrics.RunningMeans()
     translate = tf.function(lambda r, t: nets.translate(r, t, training=False),
                             reduce_retracing=True)
-    unit = lambda x: (np.clip(x, -1.0, 1.0) + 1.0) / 2.0  # [-1, 1] → [0, 1] pixels
     grid, clips = None, 0
     for _, reference, targets in held_out_pairs(data_dir, split, image_size, stride,
                                                       max_clips):
@@ -60,7 +60,8 @@ def evaluate_reconstruction(nets, perceptual, data_dir: str, split: str, image_s
             out = translate(tf.constant(ref), tf.constant(target))
             output = np.asarray(out["output"])
             for means, image in ((translator_means, output), (copy_means, ref)):
-                means.update(metrics.image_metrics(unit(image), unit(target)))
+                means.update(metrics.image_metrics(conventions.model_to_unit(image),
+                                                   conventions.model_to_unit(target)))
                 means.update({"perceptual": [float(perceptual(image, target))] * len(target)})
             if grid is None:
                 grid = {k: np.asarray(v[:8]) for k, v in out.items()} | {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kp_tf import losses
+from kp_tf import conventions, losses
 from kp_tf.models.networks import Stage1Networks
 from kp_tf.training import loop
 from kp_tf.training.gan import AdversarialTrainer
@@ -30,7 +30,7 @@ def background_fraction(keypoints, mask):
     """Fraction of keypoints where the translator copies the reference (mask > 0.5): those sit
     on what the model treats as static background rather than on the moving object."""
     size = tf.cast(tf.shape(mask)[1], keypoints.dtype)
-    pix = tf.cast(tf.round((keypoints + 1.0) * 0.5 * (size - 1.0)), tf.int32)
+    pix = tf.cast(tf.round(conventions.keypoints_to_pixels(keypoints, size)), tf.int32)
     pix = tf.clip_by_value(pix, 0, tf.shape(mask)[1] - 1)
     values = tf.gather_nd(mask[..., 0], tf.stack([pix[..., 1], pix[..., 0]], -1), batch_dims=1)
     return tf.reduce_mean(tf.cast(values > 0.5, tf.float32))

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kp_tf import run_folder
+from kp_tf import conventions, run_folder
 from kp_tf.data import pipeline, tfrecords
 
 MANIFEST = "manifest.json"
@@ -31,7 +31,7 @@ def detect_clips(detect, clips, frames_per_batch: int = 256):
 
     def flush():
         frames = tf.concat([x for _, _, x in pending], 0)
-        keypoints = np.asarray(detect(tf.cast(frames, tf.float32) / 127.5 - 1.0))
+        keypoints = np.asarray(detect(conventions.to_model(frames)))
         splits = np.cumsum([len(x) for _, _, x in pending])[:-1]
         for (clip_id, label, _), k in zip(pending, np.split(keypoints, splits)):
             yield clip_id.numpy().decode(), int(label), k
