@@ -38,6 +38,9 @@ sig = m.signatures
 out = {"signature_names": np.array(sorted(sig.keys())),
        "action_names": np.array([a.decode() for a in m.action_names.numpy()]),
        "config_json": np.array(m.config_json.numpy().decode())}
+for name in ("serving_default", "predict_video"):
+    out[f"{name}_inputs"] = np.array(sorted(sig[name].structured_input_signature[1]))
+    out[f"{name}_outputs"] = np.array(sorted(sig[name].structured_outputs))
 out["detect"] = sig["detect_keypoints"](image=tf.constant(x["images"]))["keypoints"].numpy()
 out["motion"] = sig["generate_motion"](k0=tf.constant(x["k0"]), action=tf.constant(x["actions"]),
                                        z=tf.constant(x["z"]))["keypoints"].numpy()
@@ -156,8 +159,12 @@ def test_restore_models_restores_every_trained_weight(tiny_run, keras_models):  
 def test_loads_without_package_and_has_four_signatures(exported):
     _, out = exported
     assert bool(out["modules_kp_tf"])
+    # The four, and serving_default: predict_video under the name servers call by default.
     assert sorted(out["signature_names"].tolist()) == sorted(
-        ["detect_keypoints", "generate_motion", "translate", "predict_video"])
+        ["detect_keypoints", "generate_motion", "translate", "predict_video", "serving_default"])
+    assert out["serving_default_inputs"].tolist() == ["action", "frames", "image", "seed"]
+    assert out["serving_default_outputs"].tolist() == ["first_keypoints", "keypoints", "video"]
+    assert out["predict_video_inputs"].tolist() == out["serving_default_inputs"].tolist()
 
 
 def test_detect_keypoints_matches_keras(exported, keras_models):
