@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _tiny_run import tiny_run  # noqa: F401  (the shared trained run, a fixture)
+from _tiny_run import first_test_frame, tiny_run  # noqa: F401  (tiny_run: a fixture)
 from kp_tf import run_folder, serving
 from kp_tf.data import synthetic
 
@@ -86,7 +86,7 @@ def exported(tiny_run, tmp_path_factory):  # noqa: F811
         "length": np.array(length),
     }
     # A real frame for predict_video, so that the detector sees a figure.
-    frame = synthetic_frame(tiny_run)
+    frame = first_test_frame(tiny_run).astype(np.float32) / 127.5 - 1.0
     inputs["images"][0] = frame
     work = tmp_path_factory.mktemp("export_io")
     inputs_path, out_path = work / "inputs.npz", work / "outputs.npz"
@@ -97,15 +97,6 @@ def exported(tiny_run, tmp_path_factory):  # noqa: F811
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return inputs, dict(np.load(out_path))
-
-
-def synthetic_frame(tiny_run):  # noqa: F811
-    from kp_tf.data import tfrecords
-
-    shard = tfrecords.shard_paths(tiny_run.data_dir, "test")[0]
-    clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shard))))
-    frame = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
-    return frame.astype(np.float32) / 127.5 - 1.0
 
 
 @pytest.fixture(scope="module")
