@@ -4,25 +4,30 @@ A fresh interpreter that cannot import kp_tf nor Keras loads the tiny run's expo
 `tf.compat.v1.saved_model.loader.load` into a `tf.compat.v1.Session` and runs requests in
 TensorFlow Serving's REST JSON forms; this process computes the same outputs eagerly with
 `serving.VideoPredictor` over the Keras models restored from the run's checkpoints (the
-Python path).
+Python path). The saved_model_cli commands and the request bodies of docs/serving.md are run
+as written.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from _tiny_run import first_test_frame, tiny_run  # noqa: F401  (tiny_run: a fixture)
-from kp_tf import run_folder, serving
+from conftest import REPO
+from kp_tf import inference, run_folder, serving
 
 # Graph-mode kernels may fuse or reorder float work; 1e-5 is far below a visible change
 # (pixels and keypoints live in [-1, 1]). On CPU the outputs have been bit-identical.
 ATOL = 1e-5
 SEED, OTHER_SEED, ACTION = 7, 8, 2
+DOC = REPO / "docs" / "serving.md"
 
 # argv = model dir, requests .json ({name: REST body}), outputs .npz. Decodes each body as
 # TensorFlow Serving does (columnar "inputs", or row "instances"; no signature_name:
@@ -227,3 +232,78 @@ def test_export_holds_each_inference_weight_once_and_no_other_state(tiny_run,
     # And their values: every saved array is one of the models' weights.
     values = {w.numpy().tobytes() for w in weights}
     assert all(reader.get_tensor(k).tobytes() in values for k in shapes if k not in strings)
+
+
+# --- docs/serving.md, run as written ---------------------------------------------------------
+
+def _doc_block(language: str, must_contain: str) -> str:
+    blocks = [b for b in re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.S)
+              if must_contain in b]
+    assert len(blocks) == 1, f"docs/serving.md: expected one ```{language} block with " \
+                             f"{must_contain!r}, found {len(blocks)}"
+    return blocks[0]
+
+
+@pytest.fixture(scope="module")
+def doc_workdir(tiny_run, tmp_path_factory):  # noqa: F811
+    """A folder with frame.png (a test frame) and the environment the doc's commands use:
+    MODEL = the tiny export, this interpreter's bin first on PATH (python, saved_model_cli),
+    this checkout importable as kp_tf."""
+    work = tmp_path_factory.mktemp("doc")
+    rgb = first_test_frame(tiny_run)
+    assert cv2.imwrite(str(work / "frame.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    env = dict(os.environ, MODEL=tiny_run.export_dir, IMAGE=str(work / "frame.png"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+               PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return work, env
+
+
+def test_doc_saved_model_cli_commands_run_and_match_the_python_path(doc_workdir, predictor,
+                                                                    tiny_run):  # noqa: F811
+    script = _doc_block("sh", "saved_model_cli run")
+    assert all(f"--signature_def {name}" in script for name in serving.SIGNATURES)
+    work, env = doc_workdir
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = lambda path: np.load(work / "out" / path)  # noqa: E731
+    image = inference.load_image(str(work / "frame.png"), tiny_run.cfg.image_size)
+    k0 = np.asarray(predictor.detect_keypoints(image[None])["keypoints"])
+    z = np.zeros((1, tiny_run.cfg.latent_dim), np.float32)
+    motion = np.asarray(predictor.generate_motion(k0, np.array([0], np.int32), z)["keypoints"])
+    video = predictor.predict_video(tf.constant(image), tf.constant(0), tf.constant(7, tf.int64),
+                                    tf.constant(16))
+    expected = {
+        "detect/keypoints.npy": k0,
+        "video/video.npy": video["video"], "video/keypoints.npy": video["keypoints"],
+        "video/first_keypoints.npy": video["first_keypoints"],
+        "motion/keypoints.npy": motion,
+        "translate/video.npy": predictor.translate(image[None], k0, motion)["video"],
+    }
+    diffs = {path: _max_diff(out(path), value) for path, value in expected.items()}
+    print("max |saved_model_cli - eager|:", diffs)
+    assert max(diffs.values()) <= ATOL, diffs
+    s, k, length = tiny_run.cfg.image_size, tiny_run.cfg.num_keypoints, tiny_run.cfg.sequence_length
+    assert out("video/video.npy").shape == (16, s, s, 3)
+    assert out("translate/video.npy").shape == (1, length, s, s, 3)
+
+
+def test_doc_rest_bodies_run_in_a_session_with_the_documented_shapes(doc_workdir, predictor,
+                                                                     tiny_run):  # noqa: F811
+    work, env = doc_workdir
+    client = _doc_block("python", "bodies = {")
+    proc = subprocess.run([sys.executable, "-c", client], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    requests = {name: json.loads((work / f"{name}.json").read_text())
+                for name in ("predict_video", "detect_keypoints")}
+    assert requests["predict_video"]["signature_name"] == "predict_video"
+    out = run_in_session(tiny_run.export_dir, requests, work)
+    s, k = tiny_run.cfg.image_size, tiny_run.cfg.num_keypoints
+    assert out["predict_video/video"].shape == (16, s, s, 3)
+    assert out["predict_video/keypoints"].shape == (16, k, 2)
+    assert out["predict_video/first_keypoints"].shape == (k, 2)
+    assert out["detect_keypoints/keypoints"].shape == (1, k, 2)
+    image = inference.load_image(str(work / "frame.png"), s)
+    eager = predictor.detect_keypoints(image[None])["keypoints"]
+    assert _max_diff(out["detect_keypoints/keypoints"], eager) <= ATOL
