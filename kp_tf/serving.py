@@ -8,8 +8,17 @@ Serving signatures (S = image size, K keypoints, A actions, L = sequence length)
       → video [B, T, S, S, 3]: each image is encoded once and its T frames rendered as one batch
   predict_video(image [S, S, 3], action i32 [], seed i64 [], frames i32 [])
       → video [frames, S, S, 3], keypoints [frames, K, 2], first_keypoints [K, 2]
+  serving_default: predict_video again, for servers that call it when no signature is named.
 The action names and the preset travel as files (`assets.extra/actions.txt`, `config.json`)
-and as the string tensors `action_names` and `config_json`; loading needs TensorFlow only.
+and as the string variables `action_names` and `config_json`; loading needs TensorFlow only.
+
+The archive is written by Keras' `ExportArchive`, not by `tf.saved_model.save` on a module
+holding the models: a Keras 3 variable wraps a tf.Variable, and saved through the model the
+checkpoint restores into a copy of the wrapper while the functions read the inner variable.
+`tf.saved_model.load` rebinds the two, but a session loader (`saved_model_cli run`,
+TensorFlow Serving) runs the MetaGraph as written and finds the functions' variables
+uninitialised. ExportArchive saves exactly the tf.Variables the traced functions capture, so
+both loaders restore what the functions read (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -25,53 +34,69 @@ import tensorflow as tf
 from kp_tf import run_folder
 from kp_tf.models.motion_generator import rollout
 
+# Export order; the first is also `serving_default`. predict_video is the whole pipeline, so a
+# request that names no signature gets image → video.
+SIGNATURES = ("predict_video", "detect_keypoints", "generate_motion", "translate")
 
-class VideoPredictor(tf.Module):
-    """The trained networks behind tf.function signatures (see module docstring)."""
 
-    def __init__(self, cfg, detector, image_encoder, translator, motion_generator, action_names):
-        super().__init__(name="kp_tf_video_predictor")
+class VideoPredictor:
+    """The four serving computations over the trained networks, callable eagerly or traced.
+
+    The methods are the signatures of the module docstring (inputs and outputs as named
+    there); `input_signatures()` gives their specs and `archive(action_names)` the
+    ExportArchive that `export_run` writes.
+
+    Args:
+      cfg: the run's kp_tf.config.Config (image_size S, num_keypoints K, latent_dim,
+        num_actions A, sequence_length L).
+      detector: image [B, S, S, 3] → keypoints [B, K, 2].
+      image_encoder: image [B, S, S, 3] → appearance features.
+      translator: [image, features, source keypoints, target keypoints] → {"output": ...}.
+      motion_generator: a MotionGenerator (its `decode` is used; no sampler state: z comes
+        from the caller or, in predict_video, from the seed alone).
+    """
+
+    def __init__(self, cfg, detector, image_encoder, translator, motion_generator):
         self.detector = detector
         self.image_encoder = image_encoder
         self.translator = translator
         self.motion_generator = motion_generator
-        # Keras keeps the sampler's RNG state outside the tracked variables; the traced
-        # functions capture it, so it must be reachable from the root to be saved.
-        self._sampler_state = motion_generator.seed_generator.state.value
         self._cfg = cfg
-        # Variables, not constants: only trackable state is saved with the module.
-        self.action_names = tf.Variable(list(action_names) or [""], trainable=False,
-                                        dtype=tf.string, name="action_names")
-        self.config_json = tf.Variable(json.dumps(dataclasses.asdict(cfg)), trainable=False,
-                                       name="config_json")
-        s, k, lat = cfg.image_size, cfg.num_keypoints, cfg.latent_dim
-        self.detect_keypoints = tf.function(self._detect, input_signature=[
-            tf.TensorSpec([None, s, s, 3], tf.float32, name="image")])
-        self.generate_motion = tf.function(self._generate, input_signature=[
-            tf.TensorSpec([None, k, 2], tf.float32, name="k0"),
-            tf.TensorSpec([None], tf.int32, name="action"),
-            tf.TensorSpec([None, lat], tf.float32, name="z")])
-        self.translate = tf.function(self._translate, input_signature=[
-            tf.TensorSpec([None, s, s, 3], tf.float32, name="image"),
-            tf.TensorSpec([None, k, 2], tf.float32, name="source_kps"),
-            tf.TensorSpec([None, None, k, 2], tf.float32, name="target_kps")])
-        self.predict_video = tf.function(self._predict_video, input_signature=[
-            tf.TensorSpec([s, s, 3], tf.float32, name="image"),
-            tf.TensorSpec([], tf.int32, name="action"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([], tf.int32, name="frames")])
 
-    def _detect(self, image):
+    def input_signatures(self) -> dict:
+        """{signature name: [tf.TensorSpec per argument]}, in SIGNATURES order; the spec
+        names are the signature's input keys."""
+        s, k, lat = self._cfg.image_size, self._cfg.num_keypoints, self._cfg.latent_dim
+        specs = {
+            "predict_video": [tf.TensorSpec([s, s, 3], tf.float32, name="image"),
+                              tf.TensorSpec([], tf.int32, name="action"),
+                              tf.TensorSpec([], tf.int64, name="seed"),
+                              tf.TensorSpec([], tf.int32, name="frames")],
+            "detect_keypoints": [tf.TensorSpec([None, s, s, 3], tf.float32, name="image")],
+            "generate_motion": [tf.TensorSpec([None, k, 2], tf.float32, name="k0"),
+                                tf.TensorSpec([None], tf.int32, name="action"),
+                                tf.TensorSpec([None, lat], tf.float32, name="z")],
+            "translate": [tf.TensorSpec([None, s, s, 3], tf.float32, name="image"),
+                          tf.TensorSpec([None, k, 2], tf.float32, name="source_kps"),
+                          tf.TensorSpec([None, None, k, 2], tf.float32, name="target_kps")],
+        }
+        return {name: specs[name] for name in SIGNATURES}
+
+    def detect_keypoints(self, image):
+        """image [B, S, S, 3] in [-1, 1] → {"keypoints": [B, K, 2]}."""
         return {"keypoints": self.detector(image, training=False)}
 
     def _one_hot(self, action):
         num_actions = self._cfg.num_actions
         return tf.one_hot(action, num_actions) if num_actions else None
 
-    def _generate(self, k0, action, z):
+    def generate_motion(self, k0, action, z):
+        """k0 [B, K, 2], action int32 [B], z [B, latent] → {"keypoints": [B, L, K, 2]}."""
         return {"keypoints": self.motion_generator.decode(z, k0, self._one_hot(action))}
 
-    def _translate(self, image, source_kps, target_kps):
+    def translate(self, image, source_kps, target_kps):
+        """image [B, S, S, 3], source_kps [B, K, 2], target_kps [B, T, K, 2]
+        → {"video": [B, T, S, S, 3]} in [-1, 1]."""
         b, t = tf.shape(target_kps)[0], tf.shape(target_kps)[1]
         features = self.image_encoder(image, training=False)
 
@@ -86,7 +111,13 @@ class VideoPredictor(tf.Module):
         s = self._cfg.image_size
         return {"video": tf.reshape(video, [b, t, s, s, 3])}
 
-    def _predict_video(self, image, action, seed, frames):
+    def predict_video(self, image, action, seed, frames):
+        """image [S, S, 3], action int32 [], seed int64 [], frames int32 [] ≥ 1
+        → {"video": [frames, S, S, 3], "keypoints": [frames, K, 2], "first_keypoints": [K, 2]}.
+
+        z is a stateless draw from `seed`, so a seed gives the same video in every process
+        and loader, and a served model keeps no random state between requests.
+        """
         tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
         image = image[None]
         k0 = self.detector(image, training=False)
@@ -94,14 +125,31 @@ class VideoPredictor(tf.Module):
         one_hot = self._one_hot(action[None])
         keypoints = rollout(lambda start: self.motion_generator.decode(z, start, one_hot), k0,
                             frames, self._cfg.sequence_length)
-        video = self._translate(image, k0, keypoints)["video"]
+        video = self.translate(image, k0, keypoints)["video"]
         return {"video": video[0], "keypoints": keypoints[0], "first_keypoints": k0[0]}
 
-    def signatures(self):
-        return {"detect_keypoints": self.detect_keypoints,
-                "generate_motion": self.generate_motion,
-                "translate": self.translate,
-                "predict_video": self.predict_video}
+    def archive(self, action_names):
+        """A keras.export.ExportArchive with the four endpoints and the string variables
+        `action_names` [A] (or [""] without classes) and `config_json` []."""
+        import keras
+
+        archive = keras.export.ExportArchive()
+        # No archive.track(model): tracking a model adds its Keras variable wrappers, which
+        # the checkpoint stores beside the captured variables (every weight twice). The
+        # endpoints' captured variables are tracked by write_out itself, and no model
+        # holds a lookup table or other resource that only track() would find.
+        for name, specs in self.input_signatures().items():
+            archive.add_endpoint(name, getattr(self, name), input_signature=specs)
+        # Variables, not constants: only trackable state is saved. ExportArchive's public
+        # way to add variables saves a list (add_variable_collection), but loaders read
+        # `model.action_names` and `model.config_json` as tensors at the root, as from
+        # earlier exports, so they go on the object that write_out saves.
+        root = archive._tf_trackable
+        root.action_names = tf.Variable(list(action_names) or [""], trainable=False,
+                                        dtype=tf.string, name="action_names")
+        root.config_json = tf.Variable(json.dumps(dataclasses.asdict(self._cfg)),
+                                       trainable=False, name="config_json")
+        return archive
 
 
 def restore_models(cfg, stage1_checkpoint: str, stage2_checkpoint: str):
@@ -122,27 +170,42 @@ def action_names(cfg) -> list[str]:
     return names
 
 
+def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
+    """Writes the SavedModel of `models` (detector, image_encoder, translator,
+    motion_generator) to `out`, replacing it only once the new export is complete.
+
+    Beside the SavedModel: assets.extra/actions.txt (one name a line), assets.extra/config.json
+    and, when `info` is given, export_info.json (the checkpoints that made it).
+    """
+    predictor = VideoPredictor(cfg, *models)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        predictor.archive(names).write_out(tmp, verbose=False)
+        assets = os.path.join(tmp, "assets.extra")
+        os.makedirs(assets, exist_ok=True)
+        with open(os.path.join(assets, "actions.txt"), "w") as f:
+            f.write("\n".join(names) + ("\n" if names else ""))
+        run_folder.write_config(cfg, assets)
+        if info is not None:
+            run_folder.write_export_info(tmp, info)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
 def export_run(cfg, out: str, force: bool = False) -> str:
     """Exports the newest checkpoints of a run; skipped when `out` already holds them."""
     info = run_folder.newest_checkpoints_info(cfg)
     if not force and run_folder.read_export_info(out) == info:
         return out
-    names = action_names(cfg)
-    module = VideoPredictor(cfg, *restore_models(cfg, info["stage1_checkpoint"],
-                                                 info["stage2_checkpoint"]), names)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    assets = os.path.join(tmp, "assets.extra")
-    tf.saved_model.save(module, tmp, signatures=module.signatures())
-    os.makedirs(assets, exist_ok=True)
-    with open(os.path.join(assets, "actions.txt"), "w") as f:
-        f.write("\n".join(names) + ("\n" if names else ""))
-    run_folder.write_config(cfg, assets)
-    run_folder.write_export_info(tmp, info)
-    if os.path.exists(out):  # replace the old export only once the new one is complete
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    models = restore_models(cfg, info["stage1_checkpoint"], info["stage2_checkpoint"])
+    write_export(cfg, models, action_names(cfg), out, info)
     print(f"Exported {out} (stage 1: {info['stage1_checkpoint']}; stage 2: "
           f"{info['stage2_checkpoint']})", flush=True)
     return out

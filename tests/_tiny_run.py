@@ -64,6 +64,16 @@ def copy_run(tiny: TinyRun, dest) -> TinyRun:
     return TinyRun(tiny.cfg.replace(logdir=logdir), tiny.data_dir, logdir)
 
 
+def first_test_frame(tiny: TinyRun):
+    """The first frame of the run's first test clip, uint8 [S, S, 3] RGB: a figure to detect."""
+    import tensorflow as tf
+    from kp_tf.data import tfrecords
+
+    shard = tfrecords.shard_paths(tiny.data_dir, "test")[0]
+    clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shard))))
+    return tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> TinyRun:
     if "run" not in _BUILT:

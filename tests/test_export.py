@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _tiny_run import tiny_run  # noqa: F401  (the shared trained run, a fixture)
+from _tiny_run import first_test_frame, tiny_run  # noqa: F401  (tiny_run: a fixture)
 from kp_tf import run_folder, serving
 from kp_tf.data import synthetic
 
@@ -38,6 +38,9 @@ sig = m.signatures
 out = {"signature_names": np.array(sorted(sig.keys())),
        "action_names": np.array([a.decode() for a in m.action_names.numpy()]),
        "config_json": np.array(m.config_json.numpy().decode())}
+for name in ("serving_default", "predict_video"):
+    out[f"{name}_inputs"] = np.array(sorted(sig[name].structured_input_signature[1]))
+    out[f"{name}_outputs"] = np.array(sorted(sig[name].structured_outputs))
 out["detect"] = sig["detect_keypoints"](image=tf.constant(x["images"]))["keypoints"].numpy()
 out["motion"] = sig["generate_motion"](k0=tf.constant(x["k0"]), action=tf.constant(x["actions"]),
                                        z=tf.constant(x["z"]))["keypoints"].numpy()
@@ -83,7 +86,7 @@ def exported(tiny_run, tmp_path_factory):  # noqa: F811
         "length": np.array(length),
     }
     # A real frame for predict_video, so that the detector sees a figure.
-    frame = synthetic_frame(tiny_run)
+    frame = first_test_frame(tiny_run).astype(np.float32) / 127.5 - 1.0
     inputs["images"][0] = frame
     work = tmp_path_factory.mktemp("export_io")
     inputs_path, out_path = work / "inputs.npz", work / "outputs.npz"
@@ -94,15 +97,6 @@ def exported(tiny_run, tmp_path_factory):  # noqa: F811
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return inputs, dict(np.load(out_path))
-
-
-def synthetic_frame(tiny_run):  # noqa: F811
-    from kp_tf.data import tfrecords
-
-    shard = tfrecords.shard_paths(tiny_run.data_dir, "test")[0]
-    clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shard))))
-    frame = tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
-    return frame.astype(np.float32) / 127.5 - 1.0
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +150,12 @@ def test_restore_models_restores_every_trained_weight(tiny_run, keras_models):  
 def test_loads_without_package_and_has_four_signatures(exported):
     _, out = exported
     assert bool(out["modules_kp_tf"])
+    # The four, and serving_default: predict_video under the name servers call by default.
     assert sorted(out["signature_names"].tolist()) == sorted(
-        ["detect_keypoints", "generate_motion", "translate", "predict_video"])
+        ["detect_keypoints", "generate_motion", "translate", "predict_video", "serving_default"])
+    assert out["serving_default_inputs"].tolist() == ["action", "frames", "image", "seed"]
+    assert out["serving_default_outputs"].tolist() == ["first_keypoints", "keypoints", "video"]
+    assert out["predict_video_inputs"].tolist() == out["serving_default_inputs"].tolist()
 
 
 def test_detect_keypoints_matches_keras(exported, keras_models):

@@ -1,0 +1,104 @@
+"""The SavedModel size of each preset: `python tools/export_sizes.py [PRESET ...] [--check]`.
+
+Builds each preset's inference networks with random weights (the size of an export does not
+depend on training), writes them with `kp_tf.serving.write_export` into a temporary folder
+and prints one Markdown row per preset: parameters, the whole folder, the weights
+(variables/) and the graph (saved_model.pb), in MB of 10^6 bytes. `--check` also loads each
+export into a tf.compat.v1.Session, as TensorFlow Serving does, and runs every signature once
+on zeros, so a preset whose export only runs under tf.saved_model.load is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+PRESETS = ("synthetic", "weizmann", "penn", "mgif", "nemo", "tiny")
+MB = 1e6
+
+
+def folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def export_preset(name: str, out: str):
+    """Writes preset `name`'s random-weight export to `out`; → (cfg, parameter count)."""
+    from kp_tf import config, serving
+    from kp_tf.models.networks import Stage1Networks, build_motion_models
+
+    cfg = config.load_preset(name, vgg_weights="none")
+    nets = Stage1Networks(cfg)
+    generator, _ = build_motion_models(cfg)
+    names = [f"action_{i}" for i in range(cfg.num_actions)]
+    serving.write_export(cfg, (nets.detector, nets.image_encoder, nets.translator, generator),
+                         names, out)
+    inference = (nets.detector.weights + nets.image_encoder.weights + nets.translator.weights
+                 + generator.decoder.weights)
+    return cfg, sum(int(np.prod(w.shape)) for w in inference)
+
+
+def zeros_feed(signature, cfg) -> dict:
+    """Zeros for every input of a SignatureDef, unknown dimensions set to 1 (frames to L)."""
+    import tensorflow as tf
+
+    feed = {}
+    for key, info in signature.inputs.items():
+        shape = [d.size if d.size >= 0 else 1 for d in info.tensor_shape.dim]
+        value = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+        if key == "frames":
+            value = np.array(cfg.sequence_length, value.dtype)
+        feed[info.name] = value
+    return feed
+
+
+def check_in_session(model_dir: str, cfg) -> None:
+    """Runs every signature of the export once in a tf.compat.v1.Session; raises on failure."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], model_dir)
+        for key, signature in meta.signature_def.items():
+            if key.startswith("__"):
+                continue
+            outputs = sess.run({k: v.name for k, v in signature.outputs.items()},
+                               zeros_feed(signature, cfg))
+            if not all(np.all(np.isfinite(v)) for v in outputs.values()):
+                raise RuntimeError(f"{model_dir}: {key} returned non-finite values")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("presets", nargs="*", default=list(PRESETS))
+    parser.add_argument("--check", action="store_true",
+                        help="also run every signature in a tf.compat.v1.Session")
+    args = parser.parse_args(argv)
+    print("| preset | S | K | parameters | export MB | variables/ MB | saved_model.pb MB |"
+          + (" session run |" if args.check else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.check else ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.presets:
+            out = os.path.join(tmp, name)
+            start = time.perf_counter()
+            cfg, params = export_preset(name, out)
+            row = (f"| {name} | {cfg.image_size} | {cfg.num_keypoints} | {params:,} "
+                   f"| {folder_bytes(out) / MB:.1f} "
+                   f"| {folder_bytes(os.path.join(out, 'variables')) / MB:.1f} "
+                   f"| {os.path.getsize(os.path.join(out, 'saved_model.pb')) / MB:.1f} |")
+            if args.check:
+                check_in_session(out, cfg)
+                row += " ok |"
+            print(row + f"  <!-- {time.perf_counter() - start:.0f} s -->", flush=True)
+
+
+if __name__ == "__main__":
+    main()
