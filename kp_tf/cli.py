@@ -67,7 +67,14 @@ def _main_with_one_line_errors(main):
 
 
 def run(main) -> None:
-    """absl.app.run(main) with one-line errors and quiet start-up (see the module docstring)."""
+    """absl.app.run(main) with one-line errors and quiet start-up (see the module docstring).
+
+    `--help` (or `-h`, `--helpshort`) prints the command's description and its own flags,
+    `--helpfull` every flag, both on stdout with exit status 0 (absl's own exit with 1).
+    """
     from absl import app
 
+    asked = set(sys.argv[1:])
+    if asked & {"--help", "-h", "--helpshort", "-?", "--helpfull"}:
+        app.usage(shorthelp="--helpfull" not in asked, writeto_stdout=True, exitcode=0)
     app.run(_main_with_one_line_errors(main))

@@ -45,6 +45,7 @@ class Config:
     translator_filters: int = _f(256, "Width of the translator's first block (halves per scale).")
     translator: str = _f("paper", "'paper' (the paper's mask blend with the reference) or 'warp' (a keypoint-driven dense motion first moves the reference's features and pixels; beyond the paper).")
     warp_filters: int = _f(32, "Width of the warp translator's dense-motion network.")
+    warp_prior_sigma: float = _f(0.1, "σ (normalized units) of the warp translator's nearest-keypoint prior on its motion masks (0: none).")
     warp_blend: str = _f("mask", "Warp translator's last step: 'mask' (the decoder's mask blends the warped reference) or 'occlusion' (the dense motion's occlusion map does).")
     discriminator_filters: int = _f(64, "Width of the image discriminator's first conv (doubles per conv).")
     discriminator_layers: int = _f(6, "Stride-2 convs in the image discriminator.")

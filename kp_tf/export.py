@@ -1,4 +1,4 @@
-"""Launcher: `python -m kp_tf.export --logdir=RUN [--out=DIR]` writes the run's SavedModel.
+"""Writes a trained run's SavedModel: `python -m kp_tf.export --logdir=RUN [--out=DIR]`.
 
 The export holds the newest checkpoints of both stages (kp_tf.serving); DIR defaults to
 RUN/export. `python -m kp_tf.train --stage=export` does the same for a preset's run.

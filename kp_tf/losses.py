@@ -121,13 +121,17 @@ class PerceptualLoss(keras.layers.Layer):
         return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
     def call(self, prediction, target):
+        return ops.mean(self.distances(prediction, target))
+
+    def distances(self, prediction, target):
+        """The loss of each image pair: [B] (mean over layers of the mean |Δ feature|)."""
         # Two passes, not one over the concatenated batch: the target needs no gradient, and
         # the backward pass of a joint pass would run VGG's input gradient over both halves
         # (plus the slices' gradients) only to drop the target's.
         predicted = self._features(prediction)
         targets = self._features(ops.stop_gradient(target))
-        losses = [ops.mean(ops.abs(p - t)) for p, t in zip(predicted, targets)]
-        return ops.mean(ops.stack(losses))
+        per_layer = [ops.mean(ops.abs(p - t), axis=(1, 2, 3)) for p, t in zip(predicted, targets)]
+        return ops.mean(ops.stack(per_layer, axis=1), axis=1)
 
     def _features(self, images):
         features = self.features(self._preprocess(images))

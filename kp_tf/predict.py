@@ -1,7 +1,6 @@
-"""Launcher: image + action → videos from an exported model.
+"""Predicts videos of an action from one image, with an exported model.
 
-    python -m kp_tf.predict --model=EXPORT_DIR --image=PATH --action=NAME \
-        --samples=5 --frames=32 --out=DIR
+    python -m kp_tf.predict --model=EXPORT_DIR --image=PATH --action=NAME --out=DIR
 
 Writes per sample s `sample_s.gif`, `sample_s.mp4`, `sample_s_keypoints.gif`,
 `sample_s_keypoints.npy` and one `keypoints.json` (kp_tf.inference.predict_to_files).

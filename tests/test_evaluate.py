@@ -1,6 +1,6 @@
-"""`python -m kp_tf.evaluate`: metrics on known inputs, the baselines, and the command end to end
-on the tiny trained pipeline (FVD with a stand-in feature extractor, and with the real I3D when
-../shared has its weights)."""
+"""The evaluation (`python -m kp_tf.evaluate`): metrics on known inputs, the baselines, and the
+report end to end on the tiny trained pipeline (FVD with a stand-in feature extractor, and with
+the real I3D when ../shared has its weights)."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
-from kp_tf import evaluate
+from conftest import REPO, command_env
+from kp_tf.evaluation import report as evaluation, test_clips
 from kp_tf.data import synthetic
 from kp_tf.evaluation import metrics as M
 
@@ -57,6 +57,32 @@ def test_pixel_metrics_known_values():
         M.l1(a, a[:2])
     means = M.RunningMeans().update({"x": [1, 2]}).update({"x": 3}).result()
     assert means["x"]["mean"] == 2.0 and means["x"]["count"] == 3
+
+
+def test_moving_region_and_metrics_inside_it():
+    reference = np.zeros((1, 20, 20, 3), np.uint8)
+    target = reference.copy()
+    target[0, 5:7, 8:10] = 200  # a 2×2 patch moved in: the only change
+    region = M.moving_region(reference, target, dilation=1)
+    assert region.shape == (1, 20, 20) and region.sum() == 16  # 2×2 grown by 1 px: 4×4
+    assert region[0, 4:8, 7:11].all()
+    # A copy of the reference is wrong inside the region and right outside it.
+    inside = M.region_metrics(reference, target, region)
+    np.testing.assert_allclose(inside["l1"], 4 * 200 / 255 / 16, rtol=1e-5)  # 4 of 16 pixels
+    assert inside["pixels"][0] == 16 and inside["ssim"][0] < 0.9
+    whole = M.l1(reference, target)
+    assert inside["l1"][0] > 10 * whole[0]  # the whole frame dilutes the error
+    perfect = M.region_metrics(target, target, region)
+    assert perfect["l1"][0] == 0 and perfect["psnr"][0] == M.PSNR_CAP_DB
+    np.testing.assert_allclose(perfect["ssim"], 1.0, atol=1e-6)
+    nothing = M.region_metrics(reference, reference, M.moving_region(reference, reference))
+    assert np.isnan(nothing["l1"][0]) and nothing["pixels"][0] == 0
+    # The SSIM map agrees with tf.image.ssim away from the borders it treats differently.
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    np.testing.assert_allclose(M.ssim_map(a, b)[:, 5:-5, 5:-5].mean(axis=(1, 2)), M.ssim(a, b),
+                               atol=0.01)
 
 
 def test_diversity():
@@ -143,7 +169,7 @@ def test_motion_amplitude_is_the_mean_distance_from_the_first_keypoints():
 
 def test_static_video_repeats_the_frame():
     frame = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    video = evaluate.static_video(frame, 7)
+    video = test_clips.static_video(frame, 7)
     assert video.shape == (7, 32, 32, 3) and video.dtype == np.uint8
     assert all(np.array_equal(f, frame) for f in video)
 
@@ -152,14 +178,14 @@ def test_frame_indices():
     from kp_tf.data import pipeline
 
     # T ≤ L: exactly stage 2's test sampling (gap = 40 // 9 = 4)
-    idx = evaluate.frame_indices(40, 6, 8).numpy()
+    idx = test_clips.frame_indices(40, 6, 8).numpy()
     np.testing.assert_array_equal(idx, pipeline.sample_indices(40, 8).nearest().numpy()[:7])
     np.testing.assert_array_equal(idx, np.arange(7) * 4)
     # T > L: the same gap, held at the last frame
-    np.testing.assert_array_equal(evaluate.frame_indices(40, 10, 8).numpy(),
+    np.testing.assert_array_equal(test_clips.frame_indices(40, 10, 8).numpy(),
                                   [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 39])
-    np.testing.assert_array_equal(evaluate.frame_indices(40, 3, 8, "consecutive").numpy(), [0, 1, 2, 3])
-    short = evaluate.frame_indices(5, 9, 8).numpy()  # shorter than L + 1: spread over the clip
+    np.testing.assert_array_equal(test_clips.frame_indices(40, 3, 8, "consecutive").numpy(), [0, 1, 2, 3])
+    short = test_clips.frame_indices(5, 9, 8).numpy()  # shorter than L + 1: spread over the clip
     assert short[0] == 0 and short.max() == 4 and np.all(np.diff(short) >= 0)
 
 
@@ -182,13 +208,12 @@ def test_classifier_windows():
 def report_dir(tiny_run, tmp_path_factory):
     """The command on the tiny run with every metric but FVD (a tiny classifier budget)."""
     out = tmp_path_factory.mktemp("evaluation")
-    code = evaluate.main([
-        f"--model={tiny_run.export_dir}", f"--data_dir={tiny_run.data_dir}",
-        "--metrics=action,diversity,recon,keypoints,classes", f"--out={out}", "--samples=2",
-        f"--frames={FRAMES}", "--seed=3", "--max_videos=3", f"--classifier_dir={out / 'clf'}",
-        f"--classifier_steps={CLASSIFIER_STEPS}", "--classifier_width=4",
-        "--keypoint_train_clips=4", "--quiet"])
-    assert code == 0
+    evaluation.evaluate(tiny_run.export_dir, data_dir=tiny_run.data_dir,
+                        metrics="action,diversity,recon,keypoints,classes", out=str(out),
+                        samples=2, frames=FRAMES, seed=3, max_videos=3,
+                        classifier_dir=str(out / "clf"),
+                        classifier={"steps": CLASSIFIER_STEPS, "width": 4},
+                        keypoint_train_clips=4, vgg_weights="none", verbose=False)
     return out
 
 
@@ -213,9 +238,16 @@ def test_evaluate_writes_reports(report_dir, tiny_run):
     assert "motion-only" in report["classifier_motion"]["what"]
     for name in ("static", "oracle", "model"):
         recon = sets[name]["recon"]
-        assert set(recon) >= {"l1", "psnr", "ssim", "N", "N_frames", "frames", "seed", "steps"}
+        assert set(recon) >= {"l1", "psnr", "ssim", "N", "N_frames", "frames", "seed", "steps",
+                              "moving", "moving_region"}
         assert recon["N_frames"] == recon["N"] * FRAMES
         assert 0 <= recon["l1"]["mean"] <= 1 and -1 <= recon["ssim"]["mean"] <= 1
+        moving = recon["moving"]
+        assert 0 < moving["pixels_fraction"] < 1
+        # where things move, copying frame 0 is further off than over the whole frame
+        assert moving["l1"]["mean"] >= recon["l1"]["mean"] or name != "static"
+        assert moving["perceptual"]["mean"] > 0
+        assert set(moving["per_action"]) <= set(synthetic.ACTIONS) and moving["per_action"]
     div = sets["model"]["diversity"]
     assert div["keypoints"]["mean"] >= 0 and div["N"] == 3 and div["samples_per_clip"] == 2
     kp = report["keypoints"]
@@ -234,7 +266,8 @@ def test_evaluate_writes_reports(report_dir, tiny_run):
     assert report["classifier"]["steps"] == CLASSIFIER_STEPS
     assert report["timing"]["total_s"] > 0
     md = (report_dir / "report.md").read_text()
-    for text in ("| set | N | FVD | action acc. | action acc. (motion) |", "| static |", "| oracle |", "| model |",
+    for text in ("| set | N | FVD | action acc. | action acc. (motion) |", "| static |",
+                 "| oracle |", "| model |", "moving L1", "## Per action", "Moving region: pixels",
                  "Keypoint regression", "Class consistency", "stage 2 step 2",
                  "| class | generated (px) | real (px) | generated / real |"):
         assert text in md
@@ -247,14 +280,14 @@ def test_evaluate_reuses_the_classifier_and_skips_what_does_not_apply(report_dir
 
     stored = action.load(str(report_dir / "clf"), FRAMES, 32)
     assert stored is not None and stored.info["test_accuracy"]["consecutive_frames_1_to_T"]["N"] == 4
-    report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir,
+    report = evaluation.evaluate(exported, data_dir=tiny_run.data_dir,
                                metrics="action,diversity", samples=1, frames=FRAMES,
                                max_videos=2, classifier_dir=str(report_dir / "clf"))
     assert capsys.readouterr().out.count("reusing") == 2  # the frames and the motion classifier
     assert report["sets"]["model"]["action"]["N"] == 2
     assert "diversity" in report["skipped"]
-    with pytest.raises(evaluate.EvaluationError, match="unknown metrics"):
-        evaluate.parse_metrics("fvd,psnr")
+    with pytest.raises(test_clips.EvaluationError, match="unknown metrics"):
+        evaluation.parse_metrics("fvd,psnr")
 
 
 def test_evaluate_refuses_data_of_another_generator_version(tiny_run, exported, tmp_path):
@@ -263,13 +296,13 @@ def test_evaluate_refuses_data_of_another_generator_version(tiny_run, exported, 
     manifest = tfrecords.load_manifest(tiny_run.data_dir)
     assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
     tfrecords.write_manifest(str(tmp_path), {**manifest, "generator_version": 1})
-    with pytest.raises(evaluate.EvaluationError, match="generator version 1"):
-        evaluate.evaluate(exported, data_dir=str(tmp_path), metrics="diversity", verbose=False)
+    with pytest.raises(test_clips.EvaluationError, match="generator version 1"):
+        evaluation.evaluate(exported, data_dir=str(tmp_path), metrics="diversity", verbose=False)
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_run):
-    return evaluate.Exported(tiny_run.export_dir)  # loading takes seconds: once per module
+    return test_clips.Exported(tiny_run.export_dir)  # loading takes seconds: once per module
 
 
 class FakeI3D:
@@ -289,20 +322,23 @@ def test_fvd_plumbing_with_a_stand_in_extractor(tiny_run, exported, tmp_path):
     from kp_tf.evaluation import frechet_video_distance as fvd
 
     fake = FakeI3D()
-    report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
+    report = evaluation.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
                                samples=2, frames=FRAMES, max_videos=3, i3d=fake,
                                fvd_cache_dir=str(tmp_path), verbose=False)
     f = report["sets"]["static"]["fvd"]
     assert f["N"] == 3 and f["N_real"] == 3 and f["frames"] == FRAMES
     assert report["sets"]["model"]["fvd"]["N"] == 6
     assert not f["real_statistics_from_cache"] and not f["statistics_from_cache"]
-    assert len(list(tmp_path.glob("*.npz"))) == 2  # the real and the static statistics, cached
+    # the real, the static and the real control's statistics (data only), cached
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+    control = report["sets"]["real"]["fvd"]
+    assert control["N"] == 3 and "training split" in control["what"] and control["value"] > 0
     # the same number as fvd() on the same videos: real frames 1..T vs frame 0 repeated
-    clips = evaluate.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 3)
+    clips = test_clips.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 3)
     real = [c["frames"][1:] for c in clips]
-    static = [evaluate.static_video(c["frames"][0], FRAMES) for c in clips]
+    static = [test_clips.static_video(c["frames"][0], FRAMES) for c in clips]
     assert f["value"] == pytest.approx(float(fvd.fvd(real, static, i3d=fake)), rel=1e-6)
-    again = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
+    again = evaluation.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
                               samples=1, frames=FRAMES, max_videos=3, i3d=fake,
                               fvd_cache_dir=str(tmp_path), verbose=False)
     assert again["sets"]["static"]["fvd"]["real_statistics_from_cache"]
@@ -315,7 +351,7 @@ def test_fvd_with_i3d(tiny_run, exported, tmp_path_factory, i3d_handle):
     """The real I3D on 2 clips (the CPU runs it at about a video a second)."""
     handle = i3d_handle
     out = tmp_path_factory.mktemp("fvd_report")
-    report = evaluate.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
+    report = evaluation.evaluate(exported, data_dir=tiny_run.data_dir, metrics="fvd",
                                out=str(out), samples=1, frames=FRAMES, max_videos=2, i3d=handle,
                                fvd_cache_dir=str(out / "cache"), verbose=False)
     for name in ("static", "oracle", "model"):
@@ -325,16 +361,26 @@ def test_fvd_with_i3d(tiny_run, exported, tmp_path_factory, i3d_handle):
     assert "| static | 2 |" in (out / "report.md").read_text()
 
 
-def test_command_line_help():
-    out = subprocess.run([sys.executable, "-m", "kp_tf.evaluate", "--help"], cwd=REPO,
+def test_command_line(tiny_run, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "kp_tf.evaluate", "--helpshort"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--metrics" in out.stdout and "--max_videos" in out.stdout
+    run = subprocess.run([sys.executable, "-m", "kp_tf.evaluate", f"--model={tiny_run.export_dir}",
+                          f"--data_dir={tiny_run.data_dir}", "--metrics=diversity,classes",
+                          "--samples=2", f"--frames={FRAMES}", "--max_videos=2",
+                          f"--out={tmp_path}", "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600, env=command_env())
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "## Class consistency" in run.stdout and (tmp_path / "report.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "kp_tf.evaluate", f"--model={tmp_path}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, env=command_env())
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no SavedModel" in bad.stderr
 
 
 def test_generated_class_sequences_match_predict_video(tiny_run, exported):
     """The class matrix's sequences use predict_video's z: for the clip's own action and the
     seed of its sample 0 they are the keypoints of that video."""
-    clip = evaluate.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 1)[0]
+    clip = test_clips.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 1)[0]
     k0 = exported.detect(clip["frames"][:1])
     generated = exported.generate(k0, [clip["label"]], [7], FRAMES)
     _, keypoints = exported.predict(clip["frames"][0], clip["label"], 7, FRAMES)
@@ -358,18 +404,24 @@ def test_stage1_reconstruction_against_copying(tiny_run, tmp_path):
     # Copying: L1 of [0, 1] pixels = half the L1 of [-1, 1] values, per target frame.
     copy_l1 = np.mean([np.abs(reference - target).mean() / 2.0
                        for _, reference, targets in clips for target in targets])
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env = command_env()
     proc = subprocess.run([sys.executable, "-m", "kp_tf.evaluation.reconstruction",
                            f"--logdir={logdir}", f"--data_dir={tiny_run.data_dir}"],
                           capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.load(open(os.path.join(logdir, "keypoints", "reconstruction_test.json")))
     n = sum(len(targets) for _, _, targets in clips)
+    moving = sum(bool(np.any(np.abs(reference - target).max(-1) > 0.2))  # 0.1 of [0, 1]
+                 for _, reference, targets in clips for target in targets)
+    assert 0 < moving <= n
     for name in ("translator", "copy_reference"):
         assert {k: v["count"] for k, v in report[name].items()} == {
-            "l1": n, "psnr": n, "ssim": n, "perceptual": n}
+            "l1": n, "psnr": n, "ssim": n, "perceptual": n, "moving_l1": moving,
+            "moving_psnr": moving, "moving_ssim": moving, "moving_perceptual": n}
         assert np.isfinite(report[name]["l1"]["mean"])
     assert report["copy_reference"]["l1"]["mean"] == pytest.approx(copy_l1, rel=1e-4)
+    # copying is further off where things move than over the whole frame
+    assert report["copy_reference"]["moving_l1"]["mean"] > report["copy_reference"]["l1"]["mean"]
     assert report["step"] == tiny_run.cfg.stage1_steps and report["clips"] == 4
     assert glob.glob(os.path.join(logdir, "keypoints", "test", "events*"))
 

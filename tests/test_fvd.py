@@ -4,7 +4,6 @@ I3D on a 2-core CPU runs at roughly 0.3-0.4 videos/s for 16 frames at 224², so 
 need the network keep their videos few and short (9 frames, I3D's minimum).
 """
 
-import logging
 import os
 import subprocess
 import sys

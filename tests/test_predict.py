@@ -1,7 +1,6 @@
 """Image + action → videos: `load_image` on odd inputs, `Predictor`, and the CLI end to end."""
 
 import json
-import os
 import subprocess
 import sys
 

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kp_tf import config
-from kp_tf.layers import (CandidateWarps, DenseFlow, SparseMotion, UpsampleFlow, Warp,
-                          bilinear_sample)
+from kp_tf.layers import (CandidateWarps, DenseFlow, NearestKeypointPrior, SparseMotion,
+                          UpsampleFlow, Warp, bilinear_sample)
 from kp_tf.models import networks
 from kp_tf.models.translator import WarpTranslator
 
@@ -84,7 +83,7 @@ def _copying_translator(cfg, follow: int):
     mask copies the warped reference: the output is the reference translated by that
     keypoint's motion."""
     translator = WarpTranslator(cfg.num_keypoints, cfg.image_size, 4, 8, cfg.gaussian_inv_std,
-                                motion_filters=4)
+                                motion_filters=4, prior_sigma=0.0)
     masks = translator.get_layer("motion_masks")
     kernel, bias = masks.get_weights()
     bias[:] = -30.0
@@ -136,8 +135,29 @@ def test_warp_translator_trains_the_keypoints_and_round_trips(tmp_path, tiny_con
                                atol=1e-5)
 
 
+def test_a_fresh_warp_translator_moves_pixels_with_their_nearest_keypoint(tiny_config):
+    """With the nearest-keypoint prior the first flows already follow the keypoints: a pixel on
+    a target keypoint samples the reference at that keypoint's reference position, and a
+    pixel far from every keypoint stays where it is."""
+    s, fs = 32, 8
+    translator = WarpTranslator(2, s, 4, 8, tiny_config.gaussian_inv_std, motion_filters=4,
+                                prior_sigma=0.1)
+    grid = np.linspace(-1, 1, fs).astype(np.float32)
+    ref_kp = np.array([[[grid[2] - 0.1, grid[3]], [grid[5], grid[5] + 0.1]]], np.float32)
+    tgt_kp = np.array([[[grid[2], grid[3]], [grid[5], grid[5]]]], np.float32)
+    x = RNG.uniform(-1, 1, (1, s, s, 3)).astype(np.float32)
+    flow = np.asarray(translator([x, RNG.uniform(-1, 1, (1, fs, fs, 4)).astype(np.float32),
+                                  ref_kp, tgt_kp])["flow"])[0]
+    # On a target keypoint: its own candidate against the background's prior logit of −2.
+    share = 1.0 / (1.0 + np.exp(NearestKeypointPrior.BACKGROUND_LOGIT))
+    for k, (row, col) in enumerate([(3, 2), (5, 5)]):
+        np.testing.assert_allclose(flow[row, col], tgt_kp[0, k] + share * (ref_kp[0, k] - tgt_kp[0, k]),
+                                   atol=1e-4)
+    np.testing.assert_allclose(flow[0, 7], [grid[7], grid[0]], atol=1e-4)  # far: identity
+
+
 @pytest.mark.parametrize("layer", [SparseMotion(8), CandidateWarps(), DenseFlow(),
-                                   UpsampleFlow(16), Warp()])
+                                   UpsampleFlow(16), Warp(), NearestKeypointPrior(8, 0.1)])
 def test_warp_layer_serialisation(layer):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer) and restored.get_config() == layer.get_config()

@@ -39,6 +39,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from kp_tf import conventions
+
 CLASSIFIER_DIR = "action_classifier"
 DEFAULT_FRAMES = 16
 _STREAM = 3  # seed stream, unrelated to stage 1 (1) and stage 2 (2)

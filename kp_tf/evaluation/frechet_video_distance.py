@@ -349,7 +349,7 @@ def compute_statistics(videos: Iterable, i3d: Union[None, str, os.PathLike, I3DF
     return stats
 
 
-def _cache_path(name: str, cache_dir) -> Path:
+def cache_path(name: str, cache_dir) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._=+-]+", "_", str(name)).strip("._")
     if not safe:
         raise ValueError(f"unusable cache name {name!r}")
@@ -367,7 +367,7 @@ def cached_statistics(name: Optional[str], videos: Iterable, *, i3d=None, batch_
     """
     if name is None:
         return compute_statistics(videos, i3d, batch_size, max_videos)
-    path = _cache_path(name, cache_dir if cache_dir is not None else default_cache_dir())
+    path = cache_path(name, cache_dir if cache_dir is not None else default_cache_dir())
     if path.exists() and not refresh:
         logger.info("FVD: real-video statistics from %s", path)
         return FeatureStatistics.load(path)

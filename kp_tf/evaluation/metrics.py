@@ -80,8 +80,79 @@ def image_metrics(x, y) -> dict:
     return {"l1": l1(x, y), "psnr": psnr(x, y), "ssim": ssim(x, y)}
 
 
+# --- where the motion is ------------------------------------------------------------------
+
+MOVING_THRESHOLD = 0.1  # a channel changes by more than a tenth of its range
+MOVING_DILATION = 2     # pixels added around it on every side
+
+
+def moving_region(reference, target, threshold: float = MOVING_THRESHOLD,
+                  dilation: int = MOVING_DILATION) -> np.ndarray:
+    """Where the motion is: the pixels at which the real target frame differs from the
+    reference frame by more than `threshold` ([0, 1] units) in any colour channel, dilated by
+    `dilation` pixels (a (2·dilation + 1)² square), so that the edges of a moving part and the
+    background it uncovers count too.
+
+    reference, target: [..., H, W, C] (reference broadcast against target) → bool [N, H, W].
+    """
+    from scipy import ndimage
+
+    a, b = to_unit(reference), to_unit(target)
+    changed = np.abs(np.broadcast_to(a, b.shape) - b).max(axis=-1) > threshold
+    changed = changed.reshape((-1,) + changed.shape[-2:])
+    if dilation > 0:
+        size = (1, 2 * dilation + 1, 2 * dilation + 1)
+        changed = ndimage.maximum_filter(changed, size=size, mode="constant")
+    return changed
+
+
+def ssim_map(x, y) -> np.ndarray:
+    """Per-pixel SSIM ([0, 1] images, Gaussian window σ = 1.5 truncated at 11×11, k1 = 0.01,
+    k2 = 0.03 as `tf.image.ssim`, edges reflected so the map covers the whole frame), averaged
+    over the channels: [..., H, W, C] pairs → [N, H, W]."""
+    from scipy import ndimage
+
+    a, b = _frames(x).astype(np.float64), _frames(y).astype(np.float64)
+    _same_shape(a, b)
+
+    def blur(v):
+        return ndimage.gaussian_filter(v, sigma=(0, 1.5, 1.5, 0), truncate=3.5, mode="reflect")
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    value = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1)
+                                                       * (var_a + var_b + c2))
+    return value.mean(axis=-1)
+
+
+def region_metrics(x, y, region) -> dict:
+    """L1, PSNR and SSIM of each frame pair within a region (see `moving_region`), per frame:
+    {'l1', 'psnr', 'ssim'} → [N], NaN for frames whose region is empty; 'pixels' [N] its size.
+
+    L1 and PSNR average over the region's pixels and channels; SSIM averages `ssim_map`
+    there. PSNR has the peak of 1 and the cap of `psnr`.
+    """
+    a, b = _frames(x), _frames(y)
+    _same_shape(a, b)
+    region = np.asarray(region, bool).reshape(a.shape[:3])
+    pixels = region.sum(axis=(1, 2))
+    count = np.maximum(pixels, 1)[:, None]
+    diff = (a - b).reshape(len(a), -1, a.shape[-1])
+    inside = region.reshape(len(a), -1)
+    l1_values = (np.abs(diff).mean(-1) * inside).sum(1) / count[:, 0]
+    mse = (np.square(diff.astype(np.float64)).mean(-1) * inside).sum(1) / count[:, 0]
+    psnr_values = 10.0 * np.log10(1.0 / np.maximum(mse, 10.0 ** (-PSNR_CAP_DB / 10.0)))
+    ssim_values = (ssim_map(a, b).reshape(len(a), -1) * inside).sum(1) / count[:, 0]
+    empty = pixels == 0
+    out = {"l1": l1_values, "psnr": psnr_values, "ssim": ssim_values}
+    return {**{k: np.where(empty, np.nan, v) for k, v in out.items()}, "pixels": pixels}
+
+
 class RunningMeans:
-    """Accumulates per-item values of several named metrics; `result()` → {name: {mean, std, count}}."""
+    """Accumulates per-item values of several named metrics; `result()` → {name: {mean, std,
+    count}} over the finite values (a NaN marks an item the metric does not apply to)."""
 
     def __init__(self):
         self._values: dict[str, list] = {}
@@ -95,6 +166,7 @@ class RunningMeans:
         out = {}
         for name, parts in self._values.items():
             v = np.concatenate(parts) if parts else np.zeros([0])
+            v = v[np.isfinite(v)]
             out[name] = {"mean": float(v.mean()) if v.size else float("nan"),
                          "std": float(v.std()) if v.size else float("nan"),
                          "count": int(v.size)}

@@ -59,17 +59,29 @@ def evaluate_reconstruction(nets, perceptual, data_dir: str, split: str, image_s
             ref = np.repeat(reference[None], len(target), axis=0)
             out = translate(tf.constant(ref), tf.constant(target))
             output = np.asarray(out["output"])
+            region = metrics.moving_region(conventions.model_to_unit(ref),
+                                           conventions.model_to_unit(target))
             for means, image in ((translator_means, output), (copy_means, ref)):
                 means.update(metrics.image_metrics(conventions.model_to_unit(image),
                                                    conventions.model_to_unit(target)))
-                means.update({"perceptual": [float(perceptual(image, target))] * len(target)})
+                means.update({"perceptual": np.asarray(perceptual.distances(image, target))})
+                moving = metrics.region_metrics(conventions.model_to_unit(image),
+                                                conventions.model_to_unit(target), region)
+                keep = region[..., None]
+                masked = [np.where(keep, x, -1.0) for x in (image, target)]
+                means.update({"moving_l1": moving["l1"], "moving_psnr": moving["psnr"],
+                              "moving_ssim": moving["ssim"],
+                              "moving_perceptual": np.asarray(perceptual.distances(*masked))})
             if grid is None:
                 grid = {k: np.asarray(v[:8]) for k, v in out.items()} | {
                     "reference": ref[:8], "target": target[:8]}
     if not clips:
         raise ValueError(f"no clip of {split} in {data_dir} has two frames or more")
     report = {"protocol": "protocols.md §6: reference frame 0, targets every "
-                          f"{stride}th frame; pixels in [0, 1]",
+                          f"{stride}th frame; pixels in [0, 1]; moving_*: within the pixels "
+                          f"where the target differs from the reference by more than "
+                          f"{metrics.MOVING_THRESHOLD:g} in a channel, dilated by "
+                          f"{metrics.MOVING_DILATION} px (frames without motion are left out)",
               "split": split, "clips": clips, "translator": translator_means.result(),
               "copy_reference": copy_means.result()}
     return report, grid

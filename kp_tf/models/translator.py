@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kp_tf.layers import (CandidateWarps, DenseFlow, GaussianMaps, SparseMotion, UpsampleFlow,
-                          Warp)
+from kp_tf.layers import (CandidateWarps, DenseFlow, GaussianMaps, NearestKeypointPrior,
+                          SparseMotion, UpsampleFlow, Warp)
 from kp_tf.models.blocks import conv_bn_relu, encoder, upsample
 
 TRANSLATORS = ("paper", "warp")
@@ -137,7 +137,9 @@ class WarpTranslator(keras.Model):
          translation per keypoint pair), the reference (average-pooled to S/4) warped by each
          (`CandidateWarps`), and a small hourglass on [target − reference Gaussian maps, those
          warped references] predicts soft masks over the candidates (a softmax) and an
-         occlusion map o (sigmoid); the flow is Σ_k mask_k · candidate_k (`DenseFlow`);
+         occlusion map o (sigmoid); the flow is Σ_k mask_k · candidate_k (`DenseFlow`); with
+         `prior_sigma` > 0 the masks' logits start from `NearestKeypointPrior` (each pixel
+         moves with the target keypoints within about 2σ of it, the rest stays);
       2. the reference features are warped by the flow and multiplied by o (FOMM eq. (7)),
          then decoded with both keypoint maps to the generated image s and the mask m;
       3. the reference frame itself is warped by the flow brought to full resolution, and the
@@ -150,6 +152,8 @@ class WarpTranslator(keras.Model):
       motion_filters: width of the dense-motion hourglass (doubling at each of its two
         stride-2 levels).
       blend: "mask" or "occlusion" (above).
+      prior_sigma: σ of the masks' nearest-keypoint prior, normalized units (0: none, FOMM's
+        plain network).
 
     Inputs: reference image [B, S, S, 3], features [B, S/4, S/4, C], reference keypoints
     [B, K, 2], target keypoints [B, K, 2].
@@ -160,7 +164,7 @@ class WarpTranslator(keras.Model):
 
     def __init__(self, num_keypoints=40, image_size=128, feature_channels=128, filters=256,
                  gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0,
-                 motion_filters=64, blend="mask", **kwargs):
+                 motion_filters=64, blend="mask", prior_sigma=0.1, **kwargs):
         if blend not in WARP_BLENDS:
             raise ValueError(f"WarpTranslator: blend must be one of {WARP_BLENDS}, got {blend!r}")
         if image_size % 16:
@@ -187,8 +191,13 @@ class WarpTranslator(keras.Model):
         x = conv_bn_relu(x, 2 * motion_filters, 3, 1, "motion_3", m)
         x = layers.Concatenate(name="motion_skip_0")([upsample(x, "motion_3_up"), x0])
         x = conv_bn_relu(x, motion_filters, 3, 1, "motion_4", m)
-        masks = layers.Conv2D(num_keypoints + 1, 3, padding="same", activation="softmax",
-                              dtype=head, name="motion_masks")(x)
+        masks = layers.Conv2D(num_keypoints + 1, 3, padding="same", dtype=head,
+                              kernel_initializer="zeros" if prior_sigma > 0 else "glorot_uniform",
+                              name="motion_masks")(x)
+        if prior_sigma > 0:
+            prior = NearestKeypointPrior(fs, prior_sigma, dtype=head, name="motion_prior")(tgt_kp)
+            masks = layers.Add(dtype=head, name="motion_logits")([masks, prior])
+        masks = layers.Softmax(dtype=head, name="motion_softmax")(masks)
         occlusion = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
                                   name="occlusion")(x)
         flow = DenseFlow(dtype=head, name="dense_flow")(masks, candidates)
@@ -216,6 +225,7 @@ class WarpTranslator(keras.Model):
         self.mask_bias_init = mask_bias_init
         self.motion_filters = motion_filters
         self.blend = blend
+        self.prior_sigma = prior_sigma
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
@@ -223,7 +233,7 @@ class WarpTranslator(keras.Model):
                 "filters": self.filters, "gaussian_inv_std": self.gaussian_inv_std,
                 "batchnorm_momentum": self.batchnorm_momentum,
                 "mask_bias_init": self.mask_bias_init, "motion_filters": self.motion_filters,
-                "blend": self.blend}
+                "blend": self.blend, "prior_sigma": self.prior_sigma}
 
 
 def build_translator(cfg):
@@ -236,6 +246,7 @@ def build_translator(cfg):
     if cfg.translator == "paper":
         return ImageTranslator(**common)
     if cfg.translator == "warp":
-        return WarpTranslator(motion_filters=cfg.warp_filters, blend=cfg.warp_blend, **common)
+        return WarpTranslator(motion_filters=cfg.warp_filters, blend=cfg.warp_blend,
+                              prior_sigma=cfg.warp_prior_sigma, **common)
     raise ValueError(f"unknown translator {cfg.translator!r}: use one of {TRANSLATORS}")
 
