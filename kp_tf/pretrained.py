@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -81,7 +80,8 @@ def shared_dir() -> Optional[Path]:
     return path if path.is_dir() else None
 
 
-def _no_shared() -> str:
+def no_shared_folder() -> str:
+    """How a missing shared folder reads in the list of places looked."""
     return f"{_shared_candidate() / 'weights'} (no shared folder; set ${SHARED_ENV})"
 
 
@@ -134,7 +134,8 @@ def check_file(path, known: KnownFile) -> Optional[str]:
     return None if _VERIFIED[key] else "sha256 differs from the published file (corrupt copy)"
 
 
-def _not_found(known: KnownFile, looked: list[str]) -> PretrainedFileError:
+def not_found(known: KnownFile, looked: list[str]) -> PretrainedFileError:
+    """The one-line error for a file found nowhere: every place looked, and the flag."""
     return PretrainedFileError(
         f"{known.filename} ({known.what}) not found; looked in: {'; '.join(looked)}. "
         f"Copy the file into one of these places or pass {known.flag}=PATH.")
@@ -181,7 +182,7 @@ def vgg19_weights(flag: str = "imagenet") -> Optional[str]:
     if shared is not None:
         candidates.append(shared / "weights" / VGG19.filename)
     else:
-        looked.append(_no_shared())
+        looked.append(no_shared_folder())
     for path in candidates:
         problem = check_file(path, VGG19)
         if problem is None:
@@ -191,106 +192,4 @@ def vgg19_weights(flag: str = "imagenet") -> Optional[str]:
     if problem is None:
         return str(candidates[0])
     looked.append(problem)
-    raise _not_found(VGG19, looked)
-
-
-# --- I3D --------------------------------------------------------------------------------------
-
-_BUILT_STAMP = "kp_tf_built_from.json"
-
-
-def _is_savedmodel(path: Path) -> bool:
-    return (path / "saved_model.pb").is_file()
-
-
-def _built_i3d_dir() -> Path:
-    return cache_dir() / "i3d" / f"kinetics400-{I3D_ARRAYS.sha256[:12]}"
-
-
-def _build_i3d(arrays: Path, out: Path) -> None:
-    """Builds the SavedModel from the checked arrays into `out`, atomically (a build killed
-    half-way leaves no folder that looks complete)."""
-    from kp_tf.evaluation.i3d import export_savedmodel
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        export_savedmodel(arrays, tmp)
-        (tmp / _BUILT_STAMP).write_text(json.dumps({"arrays": str(arrays),
-                                                    "sha256": I3D_ARRAYS.sha256}))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def i3d_handle(flag: Optional[str] = None, log=print) -> str:
-    """A handle `hub.load` can open for the FVD's I3D, by the rule in the module docstring.
-
-    `flag` (else $KP_TF_I3D) may be a local SavedModel folder, a TF-Hub handle, or the
-    arrays file `i3d_kinetics400_rgb_scratch.npz` (built once into kp_tf's cache).
-    """
-    flag = flag or os.environ.get(I3D_ENV)
-    if flag:
-        path = Path(flag)
-        if path.suffix == ".npz":
-            problem = check_file(path, I3D_ARRAYS)
-            if problem:
-                raise PretrainedFileError(f"--i3d={flag}: {problem}")
-            return _built_from(path, log)
-        if "://" in str(flag):
-            return str(flag)
-        if not _is_savedmodel(path):
-            raise PretrainedFileError(f"--i3d={flag}: not a SavedModel folder (no saved_model.pb)")
-        return str(path)
-    looked = []
-    hub_copy = tfhub_dir() / hashlib.sha1(TFHUB_I3D.encode()).hexdigest()
-    if _is_savedmodel(hub_copy):
-        return str(hub_copy)
-    looked.append(f"{hub_copy} (absent)")
-    built = _built_i3d_dir()
-    if (built / _BUILT_STAMP).is_file():
-        return str(built)
-    looked.append(f"{built} (absent)")
-    shared = shared_dir()
-    if shared is not None:
-        arrays = shared / "weights" / I3D_ARRAYS.filename
-        problem = check_file(arrays, I3D_ARRAYS)
-        if problem is None:
-            return _built_from(arrays, log)
-        looked.append(f"{arrays} ({problem})")
-    else:
-        looked.append(_no_shared())
-    downloaded, problem = _download_hub(log)
-    if downloaded:
-        return downloaded
-    looked.append(problem)
-    raise _not_found(I3D_ARRAYS, looked)
-
-
-def _built_from(arrays: Path, log) -> str:
-    out = _built_i3d_dir()
-    if not (out / _BUILT_STAMP).is_file():
-        log(f"Building the I3D network from {arrays} into {out} (once) ...")
-        _build_i3d(arrays, out)
-    return str(out)
-
-
-def _download_hub(log) -> tuple[Optional[str], Optional[str]]:
-    """Fetches the TF-Hub module into TF-Hub's cache → (its folder, None) or (None, why not)."""
-    url = download_url(TFHUB_I3D)
-    if url != TFHUB_I3D:  # a mirror holds the compressed module under the same path
-        url = url + ".tar.gz"
-    try:
-        import tensorflow_hub as hub
-
-        log(f"Downloading the I3D network from {url} ...")
-        path = hub.resolve(url)
-    except Exception as e:  # noqa: BLE001 - any failure of the download is reported in one line
-        reason = (str(e).splitlines() or [""])[0][:200]
-        return None, f"download from {url} failed ({type(e).__name__}: {reason})"
-    if not _is_savedmodel(Path(path)):
-        return None, f"download from {url} gave no SavedModel"
-    return path, None
+    raise not_found(VGG19, looked)

@@ -64,8 +64,9 @@ def i3d_handle():
     """The I3D found as every command finds it (kp_tf.pretrained: flag, caches, the shared
     arrays built once into kp_tf's cache, the download)."""
     from kp_tf import pretrained
+    from kp_tf.evaluation.i3d import find_i3d
 
     try:
-        return pretrained.i3d_handle()
+        return find_i3d()
     except pretrained.PretrainedFileError as e:
         skip_or_fail(str(e))

@@ -138,18 +138,18 @@ def test_download_origin_replaces_scheme_and_host(monkeypatch):
 # --- I3D --------------------------------------------------------------------------------------
 
 def test_i3d_is_built_once_from_the_shared_arrays_offline(offline, monkeypatch):
-    from kp_tf import pretrained
+    from kp_tf.evaluation import i3d
 
     arrays = require_shared(I3D)
     monkeypatch.setenv("KP_TF_SHARED", str(arrays.parent.parent))
     messages = []
-    handle = pretrained.i3d_handle(log=messages.append)
+    handle = i3d.find_i3d(log=messages.append)
     assert Path(handle).parent == offline / "cache" / "i3d"
     assert (Path(handle) / "saved_model.pb").is_file() and len(messages) == 1
-    monkeypatch.setattr(pretrained, "_build_i3d", lambda *a: pytest.fail("built twice"))
-    assert pretrained.i3d_handle(log=messages.append) == handle and len(messages) == 1
+    monkeypatch.setattr(i3d, "_build_i3d", lambda *a: pytest.fail("built twice"))
+    assert i3d.find_i3d(log=messages.append) == handle and len(messages) == 1
     monkeypatch.setenv("KP_TF_SHARED", str(offline / "no-shared"))  # the cache alone now
-    assert pretrained.i3d_handle() == handle
+    assert i3d.find_i3d() == handle
 
 
 def test_fvd_without_the_i3d_anywhere_says_so_in_one_line(tmp_path):
@@ -167,12 +167,13 @@ def test_fvd_without_the_i3d_anywhere_says_so_in_one_line(tmp_path):
 
 def test_truncated_i3d_arrays_are_named_in_one_line(offline, monkeypatch):
     from kp_tf import pretrained
+    from kp_tf.evaluation.i3d import find_i3d
 
     truncated = _truncated(require_shared(I3D), offline / "shared" / I3D)
     with pytest.raises(pretrained.PretrainedFileError) as e:
-        pretrained.i3d_handle(str(truncated))
+        find_i3d(str(truncated))
     assert str(e.value) == (f"--i3d={truncated}: 1,048,576 bytes where 50,902,326 are expected "
                             f"(truncated)")
     monkeypatch.setenv("KP_TF_SHARED", str(offline / "shared"))
     with pytest.raises(pretrained.PretrainedFileError, match=f"{truncated} \\(1,048,576 bytes"):
-        pretrained.i3d_handle()
+        find_i3d()

@@ -174,12 +174,18 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
           reference_visibility, target_visibility float32 [B, J], 0 for joints marked
           invisible or outside the (augmented) frame. J = 0 when the data has no joints.
     """
-    size = cfg.image_size
     repeat = training if repeat is None else repeat
-    do_augment = training and cfg.augment
-    do_jitter = training and max(cfg.target_shift, cfg.target_rotation, cfg.target_scale) > 0
-    do_equivariance = training and cfg.lambda_equivariance > 0
     paths = tfrecords.shard_paths(data_dir or cfg.resolved_data_dir, split)
+    ds = _seeded_records(paths, _pair_selector(cfg, training, with_joints),
+                         seed=cfg.seed if seed is None else int(seed),
+                         stream=_STAGE1_STREAM, training=training, repeat=repeat).skip(skip)
+    ds = ds.map(_pair_loader(cfg, training, with_joints), num_parallel_calls=AUTOTUNE,
+                deterministic=True)
+    return _finish(ds, batch_size or cfg.batch_size, training)
+
+
+def _pair_selector(cfg: Config, training: bool, with_joints: bool):
+    """record → the two PNG strings of a pair (and their joints), its label and its seed."""
 
     def select(serialized, element_seed):
         clip = tfrecords.parse_clip(serialized)
@@ -194,6 +200,16 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
             out["joints"] = tf.gather(clip["joints"], pair)
             out["visibility"] = tf.gather(clip["visibility"], pair)
         return out
+
+    return select
+
+
+def _pair_loader(cfg: Config, training: bool, with_joints: bool):
+    """A selected pair → decoded, augmented, jittered frames (+ the equivariance warp)."""
+    size = cfg.image_size
+    do_augment = training and cfg.augment
+    do_jitter = training and max(cfg.target_shift, cfg.target_rotation, cfg.target_scale) > 0
+    do_equivariance = training and cfg.lambda_equivariance > 0
 
     def load(element):
         frames = _decode_resized(element["frames_png"], size)  # [2, S, S, 3]
@@ -221,10 +237,7 @@ def stage1_pairs(cfg: Config, split: str = "train", *, training: bool = True,
                        reference_visibility=visibility[0], target_visibility=visibility[1])
         return out
 
-    ds = _seeded_records(paths, select, seed=cfg.seed if seed is None else int(seed),
-                         stream=_STAGE1_STREAM, training=training, repeat=repeat).skip(skip)
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _finish(ds, batch_size or cfg.batch_size, training)
+    return load
 
 
 # --- stage 2 -----------------------------------------------------------------------------

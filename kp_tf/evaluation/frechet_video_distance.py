@@ -37,10 +37,10 @@ NUM_FEATURES = 400
 
 
 def default_i3d_handle() -> str:
-    """The I3D by the project's rule for pretrained files (kp_tf.pretrained.i3d_handle)."""
-    from kp_tf import pretrained
+    """The I3D by the project's rule for pretrained files (kp_tf.evaluation.i3d.find_i3d)."""
+    from kp_tf.evaluation.i3d import find_i3d
 
-    return pretrained.i3d_handle()
+    return find_i3d()
 
 
 def default_cache_dir() -> Path:
@@ -108,8 +108,9 @@ class I3DFeatures:
         import tensorflow_hub as hub
 
         from kp_tf import pretrained
+        from kp_tf.evaluation.i3d import find_i3d
 
-        self.handle = pretrained.i3d_handle(None if handle is None else str(handle))
+        self.handle = find_i3d(None if handle is None else str(handle))
         try:
             self.module = hub.load(self.handle)
         except Exception as e:  # noqa: BLE001 - re-raised in one line with the remedy
@@ -158,9 +159,9 @@ def get_extractor(i3d: Union[None, str, os.PathLike, I3DFeatures] = None) -> I3D
     object (anything callable on [-1, 1] batches, e.g. an `I3DFeatures`) is returned as is."""
     if i3d is not None and not isinstance(i3d, (str, os.PathLike)):
         return i3d
-    from kp_tf import pretrained
+    from kp_tf.evaluation.i3d import find_i3d
 
-    handle = pretrained.i3d_handle(None if i3d is None else str(i3d))
+    handle = find_i3d(None if i3d is None else str(i3d))
     if handle not in _EXTRACTORS:
         _EXTRACTORS[handle] = I3DFeatures(handle)
     return _EXTRACTORS[handle]

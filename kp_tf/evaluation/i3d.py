@@ -24,12 +24,19 @@ Facts that matter for exact numbers (all from the Sonnet code):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Optional
 
 import keras
 import numpy as np
 from keras import ops
+
+from kp_tf import pretrained
 
 SCOPE = "RGB/inception_i3d"
 NUM_WEIGHT_ARRAYS = 230
@@ -314,3 +321,103 @@ def export_savedmodel(weights, out_dir, image_size: int = IMAGE_SIZE) -> str:
     tf.saved_model.save(module, out_dir,
                         signatures={SIGNATURE_KEY: serving_default.get_concrete_function()})
     return out_dir
+
+
+# --- where the network comes from (kp_tf.pretrained's rule) --------------------------------------------------------------------------------------
+
+_BUILT_STAMP = "kp_tf_built_from.json"
+
+
+def _is_savedmodel(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file()
+
+
+def _built_i3d_dir() -> Path:
+    return pretrained.cache_dir() / "i3d" / f"kinetics400-{pretrained.I3D_ARRAYS.sha256[:12]}"
+
+
+def _build_i3d(arrays: Path, out: Path) -> None:
+    """Builds the SavedModel from the checked arrays into `out`, atomically (a build killed
+    half-way leaves no folder that looks complete)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        export_savedmodel(arrays, tmp)
+        (tmp / _BUILT_STAMP).write_text(json.dumps({"arrays": str(arrays),
+                                                    "sha256": pretrained.I3D_ARRAYS.sha256}))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def find_i3d(flag: Optional[str] = None, log=print) -> str:
+    """A handle `hub.load` can open for the FVD's I3D, by the rule in the module docstring.
+
+    `flag` (else $KP_TF_I3D) may be a local SavedModel folder, a TF-Hub handle, or the
+    arrays file `i3d_kinetics400_rgb_scratch.npz` (built once into kp_tf's cache).
+    """
+    flag = flag or os.environ.get(pretrained.I3D_ENV)
+    if flag:
+        path = Path(flag)
+        if path.suffix == ".npz":
+            problem = pretrained.check_file(path, pretrained.I3D_ARRAYS)
+            if problem:
+                raise pretrained.PretrainedFileError(f"--i3d={flag}: {problem}")
+            return _built_from(path, log)
+        if "://" in str(flag):
+            return str(flag)
+        if not _is_savedmodel(path):
+            raise pretrained.PretrainedFileError(f"--i3d={flag}: not a SavedModel folder (no saved_model.pb)")
+        return str(path)
+    looked = []
+    hub_copy = pretrained.tfhub_dir() / hashlib.sha1(pretrained.TFHUB_I3D.encode()).hexdigest()
+    if _is_savedmodel(hub_copy):
+        return str(hub_copy)
+    looked.append(f"{hub_copy} (absent)")
+    built = _built_i3d_dir()
+    if (built / _BUILT_STAMP).is_file():
+        return str(built)
+    looked.append(f"{built} (absent)")
+    shared = pretrained.shared_dir()
+    if shared is not None:
+        arrays = shared / "weights" / pretrained.I3D_ARRAYS.filename
+        problem = pretrained.check_file(arrays, pretrained.I3D_ARRAYS)
+        if problem is None:
+            return _built_from(arrays, log)
+        looked.append(f"{arrays} ({problem})")
+    else:
+        looked.append(pretrained.no_shared_folder())
+    downloaded, problem = _download_hub(log)
+    if downloaded:
+        return downloaded
+    looked.append(problem)
+    raise pretrained.not_found(pretrained.I3D_ARRAYS, looked)
+
+
+def _built_from(arrays: Path, log) -> str:
+    out = _built_i3d_dir()
+    if not (out / _BUILT_STAMP).is_file():
+        log(f"Building the I3D network from {arrays} into {out} (once) ...")
+        _build_i3d(arrays, out)
+    return str(out)
+
+
+def _download_hub(log) -> tuple[Optional[str], Optional[str]]:
+    """Fetches the TF-Hub module into TF-Hub's cache → (its folder, None) or (None, why not)."""
+    url = pretrained.download_url(pretrained.TFHUB_I3D)
+    if url != pretrained.TFHUB_I3D:  # a mirror holds the compressed module under the same path
+        url = url + ".tar.gz"
+    try:
+        import tensorflow_hub as hub
+
+        log(f"Downloading the I3D network from {url} ...")
+        path = hub.resolve(url)
+    except Exception as e:  # noqa: BLE001 - any failure of the download is reported in one line
+        reason = (str(e).splitlines() or [""])[0][:200]
+        return None, f"download from {url} failed ({type(e).__name__}: {reason})"
+    if not _is_savedmodel(Path(path)):
+        return None, f"download from {url} gave no SavedModel"
+    return path, None

@@ -64,6 +64,22 @@ def resolve_data_dir(exported, dataset: Optional[str], data_dir: Optional[str]) 
     return dataset, data_dir, manifest
 
 
+def plan(wanted: list, exported, manifest: dict, data_dir: str, frames: int, samples: int,
+         log) -> tuple[list, dict]:
+    """(the metrics that apply, {metric: why it is skipped}) for this export and data."""
+    class_names = list(manifest.get("class_names") or [])
+    facts = {"frames": frames, "samples": samples, "data_dir": data_dir,
+             "has_classes": len(exported.actions) >= 2 and len(class_names) >= 2,
+             "has_joints": bool(manifest.get("joint_names"))}
+    skipped = {}
+    for name in wanted:
+        reason = scores.METRICS[name].skip_reason(facts)
+        if reason:
+            skipped[name] = reason
+            log(f"skipping {name}: {reason}")
+    return [m for m in wanted if m not in skipped], skipped
+
+
 def generate_sets(exported, clips, labels, frames: int, samples: int, seed: int, videos: bool,
                   verbose: bool) -> dict:
     """Detected keypoints of every clip and, with `videos`, the real, static, oracle and model
@@ -120,7 +136,6 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
 
     started = time.perf_counter()
     log = print if verbose else (lambda *_a, **_k: None)
-    wanted = parse_metrics(metrics)
     if samples < 1 or frames < 1:
         raise EvaluationError(f"--samples and --frames must be >= 1 (got {samples}, {frames})")
     if sampling not in SAMPLINGS:
@@ -128,16 +143,8 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
     exported = test_clips.load_export(model_dir)
     dataset, data_dir, manifest = resolve_data_dir(exported, dataset, data_dir)
     class_names = list(manifest.get("class_names") or [])
-    facts = {"frames": frames, "samples": samples, "data_dir": data_dir,
-             "has_classes": len(exported.actions) >= 2 and len(class_names) >= 2,
-             "has_joints": bool(manifest.get("joint_names"))}
-    skipped = {}
-    for name in wanted:
-        reason = scores.METRICS[name].skip_reason(facts)
-        if reason:
-            skipped[name] = reason
-            log(f"skipping {name}: {reason}")
-    active = [m for m in wanted if m not in skipped]
+    active, skipped = plan(parse_metrics(metrics), exported, manifest, data_dir, frames, samples,
+                           log)
     if "fvd" in active:  # fail now, not after the generation
         from kp_tf.evaluation import frechet_video_distance as fvd_lib
 
