@@ -10,31 +10,11 @@ import sys
 import numpy as np
 import pytest
 
+from _tiny_run import tiny_run  # noqa: F401  (the shared trained run, a fixture)
 from conftest import REPO, command_env
-from kp_tf.evaluation import report as evaluation, test_clips
 from kp_tf.data import synthetic
 from kp_tf.evaluation import metrics as M
-
-try:  # the shared session-wide tiny run when the test suite has it, else one built here
-    from _tiny_run import tiny_run  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the checkout
-    @pytest.fixture(scope="module")
-    def tiny_run(tmp_path_factory):
-        import types
-
-        from kp_tf import config
-        from kp_tf.data import datasets
-        from kp_tf import stages
-
-        root = tmp_path_factory.mktemp("tiny_run")
-        cfg = config.load_preset("tiny", data_dir=str(root / "data"), logdir=str(root / "run"),
-                                 vgg_weights="none", summary_every=100, image_summary_every=100,
-                                 checkpoint_every=100)
-        datasets.convert("synthetic", out=cfg.data_dir, resolution=32, num_train=8, num_test=4,
-                         num_frames=40, log=None)
-        stages.run(cfg, "all")
-        return types.SimpleNamespace(cfg=cfg, data_dir=cfg.data_dir, logdir=cfg.logdir,
-                                     export_dir=os.path.join(cfg.logdir, "export"))
+from kp_tf.evaluation import report as evaluation, test_clips
 
 FRAMES = 9  # ≥ 9 for I3D; the tiny preset generates 8 steps per chunk, so this also rolls forward
 CLASSIFIER_STEPS = 4  # a tiny budget: the test checks the plumbing, not the accuracy
