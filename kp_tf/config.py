@@ -17,89 +17,123 @@ from typing import Optional
 from absl import flags
 
 
-def _f(default, help_text):
-    return dataclasses.field(default=default, metadata={"help": help_text})
+# The groups of settings, in the order `--help` lists them.
+GROUPS = ("data", "stage-1 networks", "stage-2 networks", "losses", "training", "run")
+
+# Settings that no preset uses and no measurement has supported yet (docs/experiments.md says
+# what was tried): kept for trials, listed apart by `--help`.
+EXPERIMENTAL = frozenset({"plain_pair_detector", "detector_downsample", "warp_blend",
+                          "kl_free_bits", "xla"})
+
+
+def _f(default, group: str, help_text: str):
+    return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
+
+
+def _data(default, text):
+    return _f(default, "data", text)
+
+
+def _stage1(default, text):
+    return _f(default, "stage-1 networks", text)
+
+
+def _stage2(default, text):
+    return _f(default, "stage-2 networks", text)
+
+
+def _loss(default, text):
+    return _f(default, "losses", text)
+
+
+def _train(default, text):
+    return _f(default, "training", text)
+
+
+def _run(default, text):
+    return _f(default, "run", text)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    # --- data
-    dataset: str = _f("synthetic", "Preset name; also the default data and log folder names.")
-    data_dir: str = _f("", "Folder with the TFRecords and manifest.json (default data/<dataset>).")
-    logdir: str = _f("", "Run folder for checkpoints, TensorBoard and exports (default runs/<dataset>).")
-    image_size: int = _f(128, "Square frame size the networks see.")
-    num_actions: int = _f(0, "Action classes; 0 for datasets without classes (MGIF, UvA-NEMO).")
-    pair_gap_min: int = _f(8, "Stage-1 pairs: smallest frame gap (original code: 8).")
-    pair_gap_max: int = _f(11, "Stage-1 pairs: largest frame gap (original code: 11).")
-    augment: bool = _f(True, "Stage-1 image and stage-2 keypoint augmentation.")
-    target_shift: float = _f(0.0, "Stage-1 pairs: the target alone is also shifted by up to this much (normalized units, 2 = the width); 0 as the paper. Jakab et al.'s synthetic warps: the reference cannot simply be copied.")
-    target_rotation: float = _f(0.0, "Stage-1 pairs: the target alone is also rotated by up to this many degrees (0 as the paper).")
-    target_scale: float = _f(0.0, "Stage-1 pairs: the target alone is also scaled by 1 ± up to this (0 as the paper).")
-    plain_pair_steps: int = _f(0, "The last this many stage-1 steps train on pairs without the target jitter, so that the translator learns to copy what does not move (the jitter teaches it never to).")
-    plain_pair_detector: bool = _f(True, "Keep training the keypoint detector during the plain-pair steps (as before session 12). False freezes it there (inference-mode keypoints, no detector gradient, no equivariance or separation term): those steps took 324 instead of 511 ms at the synthetic preset, but its one main-command run came out at the low end of the preset's range (README, Measured).")
-    # --- stage 1 networks
-    num_keypoints: int = _f(40, "K, the number of learned keypoints.")
-    encoder_filters: int = _f(32, "Base width of the shared conv encoder (doubles at each stride).")
-    detector_filters: int = _f(128, "Width of the detector decoder's first block (halves per scale).")
-    detector_downsample: int = _f(1, "The detector sees the frame average-pooled by this factor (original: 1; FOMM: 4 at 256×256): its convolutions' work falls with the square.")
-    translator_filters: int = _f(256, "Width of the translator's first block (halves per scale).")
-    translator: str = _f("paper", "'paper' (the paper's mask blend with the reference) or 'warp' (a keypoint-driven dense motion first moves the reference's features and pixels; beyond the paper).")
-    warp_filters: int = _f(32, "Width of the warp translator's dense-motion network.")
-    warp_prior_sigma: float = _f(0.1, "σ (normalized units) of the warp translator's nearest-keypoint prior on its motion masks (0: none).")
-    warp_blend: str = _f("mask", "Warp translator's last step: 'mask' (the decoder's mask blends the warped reference) or 'occlusion' (the dense motion's occlusion map does).")
-    discriminator_filters: int = _f(64, "Width of the image discriminator's first conv (doubles per conv).")
-    discriminator_layers: int = _f(6, "Stride-2 convs in the image discriminator.")
-    keypoint_softmax: str = _f("axis", "'axis' (original code: per-axis softmax of averaged logits) or 'spatial' (2-D).")
-    heatmap_temperature: float = _f(1.0, "Softmax temperature of the detector's heatmaps (original: 1; FOMM: 0.1).")
-    mask_bias_init: float = _f(0.0, "Initial bias of the translator's mask logit: 0 (mask 0.5) as the original; negative starts by generating instead of copying the reference.")
-    gaussian_inv_std: float = _f(14.3, "Inverse std of the keypoint Gaussian maps (original: 14.3 = 1/0.07).")
-    batchnorm_momentum: float = _f(0.999, "BatchNorm moving-average decay (original: 0.999, epsilon 1e-5).")
-    perceptual_layers: str = _f(
+    """Every setting of a run; presets in flags/NAME.flags, sources in docs/differences.md."""
+
+    dataset: str = _data("synthetic", "Preset name; also the default data and run folder names.")
+    data_dir: str = _data("", "Folder with the TFRecords and manifest.json (default data/<dataset>).")
+    logdir: str = _data("", "Run folder: checkpoints, TensorBoard, export (default runs/<dataset>).")
+    image_size: int = _data(128, "Square frame size the networks see.")
+    num_actions: int = _data(0, "Action classes; 0 for data without classes (MGIF, UvA-NEMO).")
+    pair_gap_min: int = _data(8, "Stage-1 pairs: smallest frame gap.")
+    pair_gap_max: int = _data(11, "Stage-1 pairs: largest frame gap.")
+    augment: bool = _data(True, "Stage-1 image and stage-2 keypoint augmentation.")
+    target_shift: float = _data(0.0, "Stage-1 pairs: the target alone also shifts up to this (2 = width).")
+    target_rotation: float = _data(0.0, "Stage-1 pairs: the target alone also rotates up to this (degrees).")
+    target_scale: float = _data(0.0, "Stage-1 pairs: the target alone is also scaled by 1 ± up to this.")
+    plain_pair_steps: int = _data(0, "The last this many stage-1 steps use pairs without the target jitter.")
+    plain_pair_detector: bool = _data(True, "The detector keeps training in the plain-pair steps.")
+    keypoint_flip: bool = _data(True, "Stage-2 keypoint augmentation mirrors x with p = 0.5.")
+    stage2_random_start: bool = _data(True, "Stage-2 windows start at a random frame (else at 0).")
+    pseudo_label_smoothing: float = _data(0.0, "σ (frames) of a Gaussian over time on the pseudo-labels.")
+
+    num_keypoints: int = _stage1(40, "K, the number of learned keypoints.")
+    encoder_filters: int = _stage1(32, "Base width of the conv encoders (doubles at each stride).")
+    detector_filters: int = _stage1(128, "Width of the detector decoder's first block (halves per scale).")
+    detector_downsample: int = _stage1(1, "The detector sees the frame average-pooled by this factor.")
+    keypoint_softmax: str = _stage1("axis", "'axis' (per-axis softmax, the original) or 'spatial' (2-D).")
+    heatmap_temperature: float = _stage1(1.0, "Softmax temperature of the detector's heatmaps.")
+    translator: str = _stage1("paper", "'paper' (mask blend with the reference) or 'warp' (dense motion).")
+    translator_filters: int = _stage1(256, "Width of the translator's first block (halves per scale).")
+    gaussian_inv_std: float = _stage1(14.3, "Inverse std of the translator's keypoint Gaussian maps.")
+    mask_bias_init: float = _stage1(0.0, "Initial bias of the translator's mask logit (0: mask 0.5).")
+    warp_filters: int = _stage1(32, "Width of the warp translator's dense-motion network.")
+    warp_prior_sigma: float = _stage1(0.1, "σ of the warp translator's nearest-keypoint mask prior (0: none).")
+    warp_blend: str = _stage1("mask", "Warp translator's last blend: 'mask' or 'occlusion'.")
+    discriminator_filters: int = _stage1(64, "Width of the image discriminator's first conv.")
+    discriminator_layers: int = _stage1(6, "Stride-2 convs in the image discriminator.")
+    batchnorm_momentum: float = _stage1(0.999, "BatchNorm moving-average decay.")
+    perceptual_layers: str = _stage1(
         "block1_conv2,block2_conv2,block3_conv4,block4_conv4,block5_conv4",
-        "VGG19 layers of the perceptual loss (eq. 4), equal weights.")
-    vgg_weights: str = _f("imagenet", "VGG19 weights: 'imagenet' (Keras' cache in $KERAS_HOME/models, else a download) or an .h5 path.")
-    # --- stage 2 networks
-    lstm_units: int = _f(1024, "Units of each LSTM layer in the cVAE and sequence discriminator.")
-    lstm_layers: int = _f(2, "LSTM layers in the cVAE encoder, decoder and discriminator.")
-    latent_dim: int = _f(64, "Size of the cVAE latent z.")
-    sequence_length: int = _f(32, "Future keypoint frames the motion generator produces.")
-    decoder_input_dim: int = _f(32, "Width of the decoder's first-step conditioning projection.")
-    motion_residual: bool = _f(False, "Decoder outputs k_0 + offsets instead of absolute keypoints (original: absolute).")
-    decoder_condition_every_step: bool = _f(False, "Feed [z, k_0, a] to the decoder LSTM at every step (original: first step only, zeros after).")
-    # --- losses
-    lambda_perceptual: float = _f(1.0, "λ1, weight of the perceptual loss (paper and code: 1).")
-    lambda_image_adv: float = _f(1.0, "Weight of the stage-1 adversarial loss (paper and code: 1).")
-    lambda_equivariance: float = _f(0.0, "Weight of the stage-1 equivariance loss (0 as the paper; FOMM uses 10): L1 between the keypoints of a randomly warped reference and the reference's keypoints moved by the same warp.")
-    equivariance_shift: float = _f(0.1, "Equivariance warp: translation bound per axis, normalized units.")
-    equivariance_rotation: float = _f(10.0, "Equivariance warp: rotation bound, degrees.")
-    equivariance_scale: float = _f(0.1, "Equivariance warp: the scale is 1 ± up to this.")
-    lambda_separation: float = _f(0.0, "Weight of the stage-1 separation loss (0 as the paper; Zhang et al. 2018): mean over keypoint pairs of exp(-d²/2σ²), so keypoints do not pile up on each other.")
-    separation_sigma: float = _f(0.05, "σ of the separation loss, normalized units (2 = the width).")
-    keypoint_flip: bool = _f(True, "Stage-2 keypoint augmentation mirrors x with p = 0.5 (the original); false for datasets whose actions name a side (the synthetic wave1 is the right arm, kick the right leg): a mirrored wave1 moves the other arm, as half a wave2, and a mirrored march starts with the other leg.")
-    stage2_random_start: bool = _f(True, "Stage-2 training windows start at a random frame (the original); false: at frame 0, as the test windows do (for clips that begin at the action's onset).")
-    pseudo_label_smoothing: float = _f(0.0, "σ (frames) of a Gaussian over time applied to each clip's pseudo-labels when stage 2 reads them (0: as detected, the original).")
-    lambda_l1: float = _f(1000.0, "λ2, weight of the keypoint L1 loss (paper and code: 1000).")
-    lambda_sequence_adv: float = _f(2.0, "λ3, weight of the stage-2 adversarial loss (paper: 2; code: 1).")
-    lambda_kl: float = _f(1.0, "Weight of the KL term (paper and code: 1).")
-    kl_free_bits: float = _f(0.0, "Free bits: nats per latent dimension below which the KL term stops pulling (0: the plain KL, as the paper).")
-    # --- optimisation
-    batch_size: int = _f(32, "Global batch size (paper: 32; released code: 16).")
-    stage2_batch_size: int = _f(16, "Global batch size of stage 2 (original config: 16).")
-    learning_rate: float = _f(1e-4, "Adam learning rate of every optimizer.")
-    beta1: float = _f(0.5, "Adam β1.")
-    beta2: float = _f(0.999, "Adam β2.")
-    lr_decay: float = _f(0.95, "Learning rate factor per lr_decay_steps, applied smoothly.")
-    lr_decay_steps: int = _f(20000, "Steps over which the learning rate decays by lr_decay.")
-    stage1_steps: int = _f(100000, "Stage-1 training steps (one D and one G update each).")
-    stage2_steps: int = _f(100000, "Stage-2 training steps.")
-    # --- run
-    seed: int = _f(0, "Seeds everything random in a run: initial weights (set anew at each stage), data order, augmentation, the motion sampler.")
-    deterministic: bool = _f(False, "TensorFlow op determinism: bit-for-bit repeats of a run on one machine (docs/results.md: its cost per step).")
-    checkpoint_every: int = _f(1000, "Steps between checkpoints (also saved at the end and on Ctrl-C).")
-    summary_every: int = _f(100, "Steps between scalar summaries.")
-    image_summary_every: int = _f(1000, "Steps between image summaries.")
-    xla: bool = _f(False, "Compile the training steps with XLA (slower for convolutions on CPU).")
-    precision: str = _f("float32", "Stage-1 training precision: 'float32', 'mixed_bfloat16' (bfloat16 convolutions, float32 variables, keypoint heads and losses) or 'auto' (mixed_bfloat16 on a CPU with native bfloat16 instructions and no GPU, else float32). Inference, pseudo-labels and exports are float32.")
+        "VGG19 layers of the perceptual loss, equal weights.")
+    vgg_weights: str = _stage1("imagenet", "VGG19 weights: 'imagenet' (found by kp_tf.pretrained), a path, or 'none'.")
+
+    lstm_units: int = _stage2(1024, "Units of each LSTM layer (cVAE and sequence discriminator).")
+    lstm_layers: int = _stage2(2, "LSTM layers in the cVAE encoder, decoder and discriminator.")
+    latent_dim: int = _stage2(64, "Size of the cVAE latent z.")
+    sequence_length: int = _stage2(32, "Future keypoint frames the motion generator produces.")
+    decoder_input_dim: int = _stage2(32, "Width of the decoder's conditioning projection.")
+    motion_residual: bool = _stage2(False, "The decoder outputs k_0 + offsets (else absolute keypoints).")
+    decoder_condition_every_step: bool = _stage2(False, "Feed [z, k_0, a] at every decoder step (else the first).")
+
+    lambda_perceptual: float = _loss(1.0, "λ1, weight of the perceptual loss (eq. 4).")
+    lambda_image_adv: float = _loss(1.0, "Weight of the stage-1 adversarial loss.")
+    lambda_equivariance: float = _loss(0.0, "Weight of the stage-1 equivariance loss (0: none).")
+    equivariance_shift: float = _loss(0.1, "Equivariance warp: translation bound per axis (2 = width).")
+    equivariance_rotation: float = _loss(10.0, "Equivariance warp: rotation bound, degrees.")
+    equivariance_scale: float = _loss(0.1, "Equivariance warp: the scale is 1 ± up to this.")
+    lambda_separation: float = _loss(0.0, "Weight of the stage-1 keypoint separation loss (0: none).")
+    separation_sigma: float = _loss(0.05, "σ of the separation loss (2 = width).")
+    lambda_l1: float = _loss(1000.0, "λ2, weight of the keypoint L1 loss (eq. 5).")
+    lambda_sequence_adv: float = _loss(2.0, "λ3, weight of the stage-2 adversarial loss (eq. 5).")
+    lambda_kl: float = _loss(1.0, "Weight of the KL term (eq. 5).")
+    kl_free_bits: float = _loss(0.0, "Free bits: nats per latent dimension the KL stops pulling below.")
+
+    batch_size: int = _train(32, "Global batch size of stage 1.")
+    stage2_batch_size: int = _train(16, "Global batch size of stage 2.")
+    learning_rate: float = _train(1e-4, "Adam learning rate of every optimizer.")
+    beta1: float = _train(0.5, "Adam β1.")
+    beta2: float = _train(0.999, "Adam β2.")
+    lr_decay: float = _train(0.95, "Learning-rate factor per lr_decay_steps, applied smoothly.")
+    lr_decay_steps: int = _train(20000, "Steps over which the learning rate decays by lr_decay.")
+    stage1_steps: int = _train(100000, "Stage-1 training steps (one D and one G update each).")
+    stage2_steps: int = _train(100000, "Stage-2 training steps.")
+    precision: str = _train("float32", "Stage-1 precision: 'float32', 'mixed_bfloat16' or 'auto'.")
+    xla: bool = _train(False, "Compile the training steps with XLA.")
+
+    seed: int = _run(0, "Seeds everything random: initial weights, data order, augmentation, sampler.")
+    deterministic: bool = _run(False, "TensorFlow op determinism: bit-for-bit repeats on one machine.")
+    checkpoint_every: int = _run(1000, "Steps between checkpoints (also at the end and on Ctrl-C).")
+    summary_every: int = _run(100, "Steps between scalar summaries.")
+    image_summary_every: int = _run(1000, "Steps between image summaries.")
 
     @property
     def resolved_data_dir(self) -> str:
@@ -189,12 +223,31 @@ def load_preset(name: str, **overrides) -> Config:
 
 # --- command-line integration -----------------------------------------------------------
 
+def help_text(name: str) -> str:
+    """A setting's one-line help, marked when it is experimental."""
+    text = FIELDS[name].metadata["help"]
+    return f"[experimental] {text}" if name in EXPERIMENTAL else text
+
+
+def grouped_help() -> str:
+    """The settings by group (GROUPS), experimental ones last: what `train --help` adds."""
+    lines = ["Settings (a preset's values are the defaults; any of them can be given):"]
+    for group in GROUPS + ("experimental",):
+        names = [n for n, f in FIELDS.items()
+                 if (f.metadata["group"] == group and n not in EXPERIMENTAL)
+                 or (group == "experimental" and n in EXPERIMENTAL)]
+        lines.append(f"\n  {group}:")
+        lines += [f"    --{n}: {FIELDS[n].metadata['help']} (default: {FIELDS[n].default!r})"
+                  for n in names]
+    return "\n".join(lines)
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines one absl flag per Config field (idempotent)."""
     for name, field in FIELDS.items():
         if name in flag_values:
             continue
-        default, help_text = field.default, field.metadata["help"]
+        default, help_text = field.default, globals()["help_text"](name)
         if isinstance(default, bool):
             flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):

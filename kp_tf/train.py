@@ -1,12 +1,16 @@
-"""Launcher: `python -m kp_tf.train --dataset=NAME [--stage=all|data|keypoints|pseudo_labels|motion|export]`.
+"""Trains a model: data, stage 1, pseudo-labels, stage 2, export and sample videos, in order.
 
-`--dataset` picks the preset `flags/NAME.flags` (defaults); any other flag overrides it.
+    python -m kp_tf.train --dataset=NAME [--stage=all|data|keypoints|pseudo_labels|motion|export|samples]
+
+--dataset picks the preset flags/NAME.flags; any setting below overrides it. Re-running
+continues where it stopped: finished steps are skipped, an interrupted stage resumes.
 """
 
 from absl import flags
 
 from kp_tf import cli, config
 
+__doc__ += "\n" + config.grouped_help() + "\n"
 config.define_flags()
 flags.DEFINE_enum("stage", "all", ["all", "data", "keypoints", "pseudo_labels", "motion", "export", "samples"],
                   "Which step to run; 'all' runs them in order, skipping finished ones.")
