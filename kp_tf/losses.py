@@ -103,7 +103,10 @@ class PerceptualLoss(keras.layers.Layer):
     """
 
     def __init__(self, layers, weights="imagenet", **kwargs):
-        super().__init__(trainable=False, **kwargs)
+        # Always frozen. Its config carries trainable=False (Layer.get_config), which comes back
+        # here through from_config: set, not passed twice.
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
         self.layer_names = list(layers)
         self.weights_source = weights
         from kp_tf import pretrained
