@@ -85,6 +85,7 @@ def keypoint_l1(predicted, target):
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
+@keras.saving.register_keras_serializable(package="kp_tf")
 class PerceptualLoss(keras.layers.Layer):
     """VGG19 perceptual loss of eq. (4): mean over layers of the L1 feature distance.
 
