@@ -72,12 +72,14 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
     call_kwargs = call_kwargs or {}
     layer = layer_cls(**init_kwargs)
     output = _call(layer, input_data, call_kwargs)
-    assert layer.built
-    assert _shapes(output) == expected_output_shape
-    assert len(layer.trainable_weights) == expected_num_trainable_weights
-    assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+    assert layer.built, "not built by its first call"
+    shapes = _shapes(output)
+    assert shapes == expected_output_shape, f"output shapes {shapes}"
+    counts = len(layer.trainable_weights), len(layer.non_trainable_weights)
+    assert counts == (expected_num_trainable_weights, expected_num_non_trainable_weights), (
+        f"(trainable, non-trainable) variables {counts}")
     if expected_num_params is not None:
-        assert layer.count_params() == expected_num_params
+        assert layer.count_params() == expected_num_params, f"{layer.count_params()} parameters"
 
     # A symbolic call with the batch unknown, as in a functional model or an exported
     # signature. Keras answers it with compute_output_shape where the layer defines one, so
@@ -86,7 +88,8 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
     symbolic_output = _call(layer_cls(**init_kwargs), symbolic, call_kwargs)
     unknown_batch = tree.map_shape_structure(lambda s: (None,) + tuple(s[1:]) if s else s,
                                              expected_output_shape)
-    assert _shapes(symbolic_output) == unknown_batch
+    shapes = _shapes(symbolic_output)
+    assert shapes == unknown_batch, f"symbolic call (compute_output_shape): {shapes}"
 
     if batch_independent:
         first = _call(layer, _map(lambda t: t[:1], input_data), call_kwargs)
@@ -99,8 +102,8 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
     clones = {"from_config": layer_cls.from_config(config),
               "deserialize_keras_object": keras.saving.deserialize_keras_object(serialized)}
     for how, clone in clones.items():
-        assert type(clone) is layer_cls, how
-        assert _json(clone.get_config()) == _json(config), how
+        assert type(clone) is layer_cls, f"{how}: {type(clone)}"
+        assert _json(clone.get_config()) == _json(config), f"{how}: {clone.get_config()}"
         _call(clone, input_data, call_kwargs)  # builds a layer whose weights wait for a call
         clone.set_weights(layer.get_weights())
         _assert_close(_call(clone, input_data, call_kwargs), output, atol, how)
@@ -110,6 +113,7 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
             path = os.path.join(folder, "model.keras")
             layer.save(path)
             loaded = keras.saving.load_model(path)
-        assert type(loaded) is layer_cls and _json(loaded.get_config()) == _json(config)
+        assert type(loaded) is layer_cls, f".keras file: {type(loaded)}"
+        assert _json(loaded.get_config()) == _json(config), f".keras file: {loaded.get_config()}"
         _assert_close(_call(loaded, input_data, call_kwargs), output, atol, ".keras file")
     return layer, output
