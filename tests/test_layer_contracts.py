@@ -237,6 +237,27 @@ def test_inception_i3d():
                    expected_num_params=12_298_644)
 
 
+# --- every layer of kp_tf is above, and registered.
+COVERED = {KeypointExpectation, GaussianMaps, SparseMotion, CandidateWarps, DenseFlow,
+           UpsampleFlow, Warp, NearestKeypointPrior, KeypointDetector, ImageEncoder,
+           ImageTranslator, WarpTranslator, ImageDiscriminator, SequenceDiscriminator,
+           MotionEncoder, MotionDecoder, MotionGenerator, PerceptualLoss, Unit3D, InceptionI3D}
+
+
+def test_every_kp_tf_layer_has_a_contract_test_and_is_registered():
+    # The Layer subclasses (models included) of every kp_tf module imported so far, at least
+    # those this file imports: a new layer fails here until it has its contract test above.
+    found, stack = set(), [keras.layers.Layer]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            stack.append(cls)
+            if cls.__module__.startswith("kp_tf."):
+                found.add(cls)
+    assert {c.__name__ for c in found} == {c.__name__ for c in COVERED}
+    for cls in found:
+        assert keras.saving.get_registered_name(cls) == f"kp_tf>{cls.__name__}"
+
+
 # --- the helper itself: each defect it is there to catch makes it fail.
 @keras.saving.register_keras_serializable(package="kp_tf_tests")
 class Scale(keras.layers.Layer):
