@@ -85,6 +85,7 @@ def keypoint_l1(predicted, target):
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
+@keras.saving.register_keras_serializable(package="kp_tf")
 class PerceptualLoss(keras.layers.Layer):
     """VGG19 perceptual loss of eq. (4): mean over layers of the L1 feature distance.
 
@@ -103,7 +104,10 @@ class PerceptualLoss(keras.layers.Layer):
     """
 
     def __init__(self, layers, weights="imagenet", **kwargs):
-        super().__init__(trainable=False, **kwargs)
+        # Always frozen. Its config carries trainable=False (Layer.get_config), which comes back
+        # here through from_config: set, not passed twice.
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
         self.layer_names = list(layers)
         self.weights_source = weights
         from kp_tf import pretrained

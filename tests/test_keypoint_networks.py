@@ -1,8 +1,8 @@
-"""Stage-1 layers and networks: semantics of eqs. (1)-(3), serialisation, pinned sizes."""
+"""Stage-1 layers and networks: semantics of eqs. (1)-(3), pinned sizes per preset. Their
+shapes, configs, serialisation and .keras files: test_layer_contracts.py."""
 
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from kp_tf import config
@@ -111,25 +111,9 @@ def test_gaussian_maps_peak_and_width():
     assert maps[0, 24, 17, 0] == pytest.approx(np.exp(-(2 / 32) ** 2 * 14.3 ** 2), rel=1e-4)
 
 
-@pytest.mark.parametrize("layer", [KeypointExpectation("spatial"), GaussianMaps(8, 10.0)])
-def test_layer_serialisation(layer):
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(restored) is type(layer) and restored.get_config() == layer.get_config()
-
-
-def test_models_round_trip_through_keras_file(tmp_path, tiny_config):
-    nets = networks.Stage1Networks(tiny_config)
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-    for model in (nets.detector, nets.image_encoder, nets.discriminator):
-        path = tmp_path / f"{model.name}.keras"
-        model.save(path)
-        restored = keras.saving.load_model(path)
-        np.testing.assert_allclose(restored(x), model(x), atol=1e-6)
-
-
-def test_downsampled_detector_is_the_small_detector_on_the_pooled_frame(tmp_path, tiny_config):
+def test_downsampled_detector_is_the_small_detector_on_the_pooled_frame(tiny_config):
     """detector_downsample=2 at 32×32 = the 16×16 detector, same weights, on 2×2 means; the
-    weights do not depend on it, and it survives a .keras round trip."""
+    weights do not depend on it."""
     pooled = detector.build_detector(tiny_config.replace(detector_downsample=2))
     small = detector.build_detector(tiny_config.replace(image_size=16))
     assert pooled.count_params() == small.count_params()
@@ -137,11 +121,6 @@ def test_downsampled_detector_is_the_small_detector_on_the_pooled_frame(tmp_path
     x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     means = x.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4))
     np.testing.assert_allclose(pooled(x), small(means), atol=1e-5)
-    path = tmp_path / "pooled.keras"
-    pooled.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.downsample == 2
-    np.testing.assert_allclose(restored(x), pooled(x), atol=1e-6)
     with pytest.raises(ValueError, match="image_size 32 / downsample 8"):
         detector.build_detector(tiny_config.replace(detector_downsample=8))
 
