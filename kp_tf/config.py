@@ -86,6 +86,7 @@ class Config:
     gaussian_inv_std: float = _stage1(14.3, "Inverse std of the translator's keypoint Gaussian maps.")
     mask_bias_init: float = _stage1(0.0, "Initial bias of the translator's mask logit (0: mask 0.5).")
     warp_filters: int = _stage1(32, "Width of the warp translator's dense-motion network.")
+    warp_motion_scale: int = _stage1(4, "The warp translator's dense motion runs at S / this (1, 2 or 4).")
     warp_prior_sigma: float = _stage1(0.1, "σ of the warp translator's nearest-keypoint mask prior (0: none).")
     warp_blend: str = _stage1("mask", "Warp translator's last blend: 'mask' or 'occlusion'.")
     discriminator_filters: int = _stage1(64, "Width of the image discriminator's first conv.")

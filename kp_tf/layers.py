@@ -229,10 +229,11 @@ class DenseFlow(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
-class UpsampleFlow(keras.layers.Layer):
-    """A backward flow at S/f → the same flow at S: its displacement from the identity is
-    resized bilinearly and added to the identity grid of size S (resizing the coordinates
-    themselves would pull the border inwards).
+class ResizeFlow(keras.layers.Layer):
+    """A backward flow → the same flow at another resolution: its displacement from the
+    identity is resized bilinearly (with antialiasing when it shrinks) and added to the
+    identity grid of the new size (resizing the coordinates themselves would pull the border
+    inwards).
 
     Args:
       size: the output resolution S.
@@ -250,7 +251,7 @@ class UpsampleFlow(keras.layers.Layer):
         xs, ys = ops.meshgrid(small, small)
         displacement = coordinates - ops.stack([xs, ys], axis=-1)[None]
         displacement = ops.image.resize(displacement, (self.size, self.size),
-                                        interpolation="bilinear")
+                                        interpolation="bilinear", antialias=self.size < h)
         big = _grid(self.size, coordinates.dtype)
         xs, ys = ops.meshgrid(big, big)
         return displacement + ops.stack([xs, ys], axis=-1)[None]

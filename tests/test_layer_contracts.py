@@ -14,7 +14,7 @@ import pytest
 from kp_tf import config
 from kp_tf.evaluation.i3d import InceptionI3D, Unit3D
 from kp_tf.layers import (CandidateWarps, DenseFlow, GaussianMaps, KeypointExpectation,
-                          NearestKeypointPrior, SparseMotion, UpsampleFlow, Warp)
+                          NearestKeypointPrior, SparseMotion, ResizeFlow, Warp)
 from kp_tf.losses import PerceptualLoss
 from kp_tf.models.detector import KeypointDetector
 from kp_tf.models.discriminators import ImageDiscriminator, SequenceDiscriminator
@@ -68,7 +68,7 @@ WEIGHTLESS = {
                         "candidates": candidates()},
         (B, F, F, 2)),
     "upsample_flow": (
-        UpsampleFlow, {"size": S}, uniform(B, F, F, 2), (B, S, S, 2)),
+        ResizeFlow, {"size": S}, uniform(B, F, F, 2), (B, S, S, 2)),
     "warp": (
         Warp, {}, {"images": uniform(B, S, S, 3), "coordinates": uniform(B, F, F, 2)},
         (B, F, F, 3)),
@@ -127,12 +127,14 @@ def test_image_translator():
 
 # blend="occlusion" leaves the decoder's mask head out of the outputs, so out of the model
 # (2 variables, 19 parameters fewer); the prior has no weights.
-@pytest.mark.parametrize("blend, prior_sigma, trainable, params",
-                         [("mask", 0.0, 68, 9_326), ("occlusion", 0.2, 66, 9_307)])
-def test_warp_translator(blend, prior_sigma, trainable, params):
+@pytest.mark.parametrize("blend, prior_sigma, scale, trainable, params",
+                         [("mask", 0.0, 4, 68, 9_326), ("occlusion", 0.2, 4, 66, 9_307),
+                          ("mask", 0.1, 2, 68, 9_326)])
+def test_warp_translator(blend, prior_sigma, scale, trainable, params):
     kwargs = dict(_translator_kwargs(), motion_filters=TINY.warp_filters, blend=blend,
-                  prior_sigma=prior_sigma)
-    outputs = dict(IMAGES, flow=(B, F, F, 2), occlusion=(B, F, F, 1))
+                  prior_sigma=prior_sigma, motion_scale=scale)
+    m = S // scale  # the dense motion's resolution
+    outputs = dict(IMAGES, flow=(B, m, m, 2), occlusion=(B, m, m, 1))
     run_layer_test(WarpTranslator, kwargs, _translator_inputs(), outputs,
                    expected_num_trainable_weights=trainable,
                    expected_num_non_trainable_weights=30, expected_num_params=params)
@@ -239,7 +241,7 @@ def test_inception_i3d():
 
 # --- every layer of kp_tf is above, and registered.
 COVERED = {KeypointExpectation, GaussianMaps, SparseMotion, CandidateWarps, DenseFlow,
-           UpsampleFlow, Warp, NearestKeypointPrior, KeypointDetector, ImageEncoder,
+           ResizeFlow, Warp, NearestKeypointPrior, KeypointDetector, ImageEncoder,
            ImageTranslator, WarpTranslator, ImageDiscriminator, SequenceDiscriminator,
            MotionEncoder, MotionDecoder, MotionGenerator, PerceptualLoss, Unit3D, InceptionI3D}
 

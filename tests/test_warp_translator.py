@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kp_tf.layers import (CandidateWarps, DenseFlow, NearestKeypointPrior, SparseMotion,
-                          UpsampleFlow, bilinear_sample)
+                          ResizeFlow, bilinear_sample)
 from kp_tf.models import networks
 from kp_tf.models.translator import WarpTranslator
 
@@ -71,9 +71,9 @@ def test_candidate_warps_and_dense_flow():
 
 def test_upsampled_flow_keeps_the_identity_and_a_translation():
     identity = np.broadcast_to(_grid(4), (1, 4, 4, 2))
-    np.testing.assert_allclose(UpsampleFlow(16)(identity), _grid(16)[None], atol=1e-5)
+    np.testing.assert_allclose(ResizeFlow(16)(identity), _grid(16)[None], atol=1e-5)
     moved = identity + np.array([0.3, -0.2], np.float32)
-    np.testing.assert_allclose(UpsampleFlow(16)(moved),
+    np.testing.assert_allclose(ResizeFlow(16)(moved),
                                _grid(16)[None] + np.array([0.3, -0.2]), atol=1e-5)
 
 
@@ -151,3 +151,24 @@ def test_a_fresh_warp_translator_moves_pixels_with_their_nearest_keypoint(tiny_c
 def test_warp_needs_a_size_divisible_by_16(tiny_config):
     with pytest.raises(ValueError, match="multiple of 16"):
         WarpTranslator(4, 40)
+    with pytest.raises(ValueError, match="motion_scale must be 1, 2 or 4"):
+        WarpTranslator(4, 32, motion_scale=3)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_a_finer_dense_motion_moves_the_reference_as_the_coarse_one(tiny_config, scale):
+    """At S/2 or S the dense motion has the same weights and, following one keypoint
+    everywhere, moves the whole reference by that keypoint's motion."""
+    cfg = tiny_config
+    s = cfg.image_size
+    coarse = _copying_translator(cfg, follow=0)
+    fine = WarpTranslator(cfg.num_keypoints, s, 4, 8, cfg.gaussian_inv_std, motion_filters=4,
+                          prior_sigma=0.0, motion_scale=scale)
+    assert fine.count_params() == coarse.count_params()
+    fine.set_weights(coarse.get_weights())
+    reference = RNG.uniform(-1, 1, (1, s, s, 3)).astype(np.float32)
+    features = RNG.uniform(-1, 1, (1, s // 4, s // 4, 4)).astype(np.float32)
+    ref_kp = RNG.uniform(-0.5, 0.5, (1, cfg.num_keypoints, 2)).astype(np.float32)
+    tgt_kp = ref_kp + np.float32(2 * 3 / (s - 1))  # 3 px right and down
+    out = np.asarray(fine([reference, features, ref_kp, tgt_kp])["output"])[0]
+    np.testing.assert_allclose(out[3:, 3:], reference[0, :-3, :-3], atol=1e-4)

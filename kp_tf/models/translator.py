@@ -14,7 +14,7 @@ import keras
 from keras import layers
 
 from kp_tf.layers import (CandidateWarps, DenseFlow, GaussianMaps, NearestKeypointPrior,
-                          SparseMotion, UpsampleFlow, Warp)
+                          SparseMotion, ResizeFlow, Warp)
 from kp_tf.models.blocks import conv_bn_relu, encoder, upsample
 
 TRANSLATORS = ("paper", "warp")
@@ -154,23 +154,27 @@ class WarpTranslator(keras.Model):
       blend: "mask" or "occlusion" (above).
       prior_sigma: σ of the masks' nearest-keypoint prior, normalized units (0: none, FOMM's
         plain network).
+      motion_scale: the dense motion runs at S / motion_scale (1, 2 or 4); its flow and
+        occlusion are resized to S/4 for the features and to S for the reference frame.
 
     Inputs: reference image [B, S, S, 3], features [B, S/4, S/4, C], reference keypoints
     [B, K, 2], target keypoints [B, K, 2].
-    Outputs: dict output, generated [B, S, S, 3], mask [B, S, S, 1], flow [B, S/4, S/4, 2]
-    (where each pixel of the target samples the reference, (x, y) in [-1, 1]) and occlusion
-    [B, S/4, S/4, 1].
+    Outputs: dict output, generated [B, S, S, 3], mask [B, S, S, 1], flow [B, M, M, 2]
+    (M = S / motion_scale; where each pixel of the target samples the reference, (x, y) in
+    [-1, 1]) and occlusion [B, M, M, 1].
     """
 
     def __init__(self, num_keypoints=40, image_size=128, feature_channels=128, filters=256,
                  gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0,
-                 motion_filters=64, blend="mask", prior_sigma=0.1, **kwargs):
+                 motion_filters=64, blend="mask", prior_sigma=0.1, motion_scale=4, **kwargs):
         if blend not in WARP_BLENDS:
             raise ValueError(f"WarpTranslator: blend must be one of {WARP_BLENDS}, got {blend!r}")
+        if motion_scale not in (1, 2, 4):
+            raise ValueError(f"WarpTranslator: motion_scale must be 1, 2 or 4, got {motion_scale}")
         if image_size % 16:
             raise ValueError(f"WarpTranslator: image_size {image_size} must be a multiple of 16 "
-                             f"(the dense motion runs at S/4 with two stride-2 levels)")
-        m, fs = batchnorm_momentum, image_size // 4
+                             f"(features at S/4; the dense motion has two stride-2 levels)")
+        m, fs, ms = batchnorm_momentum, image_size // 4, image_size // motion_scale
         reference = keras.Input((image_size, image_size, 3), name="reference_image")
         features = keras.Input((fs, fs, feature_channels), name="features")
         ref_kp = keras.Input((num_keypoints, 2), name="reference_keypoints")
@@ -179,10 +183,15 @@ class WarpTranslator(keras.Model):
         maps = GaussianMaps(fs, gaussian_inv_std, dtype=head, name="gaussian_maps")
         ref_maps, tgt_maps = maps(ref_kp), maps(tgt_kp)
 
-        candidates = SparseMotion(fs, dtype=head, name="sparse_motion")(ref_kp, tgt_kp)
-        small = layers.AveragePooling2D(4, dtype=head, name="reference_small")(reference)
+        # The dense motion at S / motion_scale: at S/4 a forearm is a cell or two wide.
+        motion_maps = maps if ms == fs else GaussianMaps(ms, gaussian_inv_std, dtype=head,
+                                                         name="motion_gaussian_maps")
+        candidates = SparseMotion(ms, dtype=head, name="sparse_motion")(ref_kp, tgt_kp)
+        small = (layers.AveragePooling2D(motion_scale, dtype=head, name="reference_small")(reference)
+                 if motion_scale > 1 else reference)
         moved = CandidateWarps(dtype=head, name="candidate_warps")(small, candidates)
-        heat = layers.Subtract(dtype=head, name="heatmap_difference")([tgt_maps, ref_maps])
+        heat = layers.Subtract(dtype=head, name="heatmap_difference")(
+            [motion_maps(tgt_kp), motion_maps(ref_kp)])
         x0 = conv_bn_relu(layers.Concatenate(name="motion_input")([heat, moved]),
                           motion_filters, 3, 1, "motion_0", m)
         x1 = conv_bn_relu(x0, 2 * motion_filters, 3, 2, "motion_1", m)
@@ -195,22 +204,30 @@ class WarpTranslator(keras.Model):
                               kernel_initializer="zeros" if prior_sigma > 0 else "glorot_uniform",
                               name="motion_masks")(x)
         if prior_sigma > 0:
-            prior = NearestKeypointPrior(fs, prior_sigma, dtype=head, name="motion_prior")(tgt_kp)
+            prior = NearestKeypointPrior(ms, prior_sigma, dtype=head, name="motion_prior")(tgt_kp)
             masks = layers.Add(dtype=head, name="motion_logits")([masks, prior])
         masks = layers.Softmax(dtype=head, name="motion_softmax")(masks)
         occlusion = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
                                   name="occlusion")(x)
         flow = DenseFlow(dtype=head, name="dense_flow")(masks, candidates)
 
-        warped = Warp(dtype=head, name="warp_features")(features, flow)
-        warped = layers.Multiply(dtype=head, name="occlude_features")([warped, occlusion])
+        feature_flow, feature_occlusion = flow, occlusion
+        if ms != fs:
+            feature_flow = ResizeFlow(fs, dtype=head, name="feature_flow")(flow)
+            feature_occlusion = layers.AveragePooling2D(ms // fs, dtype=head,
+                                                        name="feature_occlusion")(occlusion)
+        warped = Warp(dtype=head, name="warp_features")(features, feature_flow)
+        warped = layers.Multiply(dtype=head, name="occlude_features")([warped,
+                                                                      feature_occlusion])
         x = layers.Concatenate(name="condition")([warped, ref_maps, tgt_maps])
         generated, mask = _decode(x, filters, m, head, mask_bias_init)
-        full_flow = UpsampleFlow(image_size, dtype=head, name="full_flow")(flow)
+        full_flow = (ResizeFlow(image_size, dtype=head, name="full_flow")(flow)
+                     if motion_scale > 1 else flow)
         copied = Warp(dtype=head, name="warp_reference")(reference, full_flow)
         if blend == "occlusion":
-            mask = layers.UpSampling2D(4, interpolation="bilinear", dtype=head,
-                                       name="occlusion_full")(occlusion)
+            mask = (layers.UpSampling2D(motion_scale, interpolation="bilinear", dtype=head,
+                                        name="occlusion_full")(occlusion)
+                    if motion_scale > 1 else occlusion)
         output = _blend(copied, mask, generated, head)
         super().__init__(inputs=[reference, features, ref_kp, tgt_kp],
                          outputs={"output": output, "generated": generated, "mask": mask,
@@ -226,6 +243,7 @@ class WarpTranslator(keras.Model):
         self.motion_filters = motion_filters
         self.blend = blend
         self.prior_sigma = prior_sigma
+        self.motion_scale = motion_scale
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
@@ -233,7 +251,8 @@ class WarpTranslator(keras.Model):
                 "filters": self.filters, "gaussian_inv_std": self.gaussian_inv_std,
                 "batchnorm_momentum": self.batchnorm_momentum,
                 "mask_bias_init": self.mask_bias_init, "motion_filters": self.motion_filters,
-                "blend": self.blend, "prior_sigma": self.prior_sigma}
+                "blend": self.blend, "prior_sigma": self.prior_sigma,
+                "motion_scale": self.motion_scale}
 
 
 def build_translator(cfg):
@@ -247,6 +266,7 @@ def build_translator(cfg):
         return ImageTranslator(**common)
     if cfg.translator == "warp":
         return WarpTranslator(motion_filters=cfg.warp_filters, blend=cfg.warp_blend,
-                              prior_sigma=cfg.warp_prior_sigma, **common)
+                              prior_sigma=cfg.warp_prior_sigma,
+                              motion_scale=cfg.warp_motion_scale, **common)
     raise ValueError(f"unknown translator {cfg.translator!r}: use one of {TRANSLATORS}")
 
