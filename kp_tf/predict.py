@@ -2,8 +2,9 @@
 
     python -m kp_tf.predict --model=EXPORT_DIR --image=PATH --action=NAME --out=DIR
 
-Writes per sample s `sample_s.gif`, `sample_s.mp4`, `sample_s_keypoints.gif`,
-`sample_s_keypoints.npy` and one `keypoints.json` (kp_tf.inference.predict_to_files).
+(`kp-predict` once installed with pip.) Writes per sample s `sample_s.gif`, `sample_s.mp4`,
+`sample_s_keypoints.gif`, `sample_s_keypoints.npy` and one `keypoints.json`
+(kp_tf.inference.predict_to_files).
 """
 
 from absl import flags
@@ -34,5 +35,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """`kp-predict`."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()
