@@ -12,6 +12,8 @@
     a bad flag value or argument) is one `error: ...` line on stderr with exit status 2, not
     a traceback; Ctrl-C is one `interrupted` line with status 130. A bug still shows its
     traceback (status 1). 0 means the command did its work.
+  * Log records (kp_tf's warnings, a library's) read `warning: message`, without absl's prefix
+    of date, thread id and source line, which `-v 1` brings back with the debug messages.
   * `--help` prints the command's description (its module docstring) and its own flags, then
     the few common ones, on stdout with exit status 0; `--helpfull` adds every library's flags.
 
@@ -24,6 +26,7 @@ it runs as `__main__`.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import subprocess
@@ -48,14 +51,15 @@ _TF_LOG_LINE = re.compile(rb"^[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+(?<!\.py):\d
 # The second line of cpu_feature_guard's notice, which TF writes as one message with a newline.
 _TF_CONTINUATION = re.compile(rb"^To enable the following instructions: .*rebuild TensorFlow "
                               rb"with the appropriate compiler flags\.$")
-_TF_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_TF_PREAMBLE = (b"WARNING: All log messages before absl::InitializeLog() is called are written "
+                b"to STDERR")
 _TF_CONTINUATION_START = b"To enable the following instructions: "
 # The beginning of a TensorFlow line up to its source file, however short.
 _TF_LOG_LINE_START = re.compile(rb"[IWE]\d{0,4}(?: [\d:.]*(?: +\d*(?: \S*)?)?)?")
 
 
 def is_tensorflow_log_line(line: bytes) -> bool:
-    """Whether one line (without its newline) is TensorFlow's C++ logging, which the filter drops."""
+    """Whether one line (without its newline) is TensorFlow's C++ logging: the filter drops it."""
     return (bool(_TF_LOG_LINE.match(line)) or line == _TF_PREAMBLE
             or bool(_TF_CONTINUATION.match(line)))
 
@@ -254,6 +258,13 @@ def help_text(module, full: bool = False) -> str:
 
 # --- running a command --------------------------------------------------------------------------
 
+class PlainFormatter(logging.Formatter):
+    """`warning: message`: a log record in the words a user reads (see the module docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
 def _one_line(message) -> str:
     return " ".join(str(message).split())
 
@@ -280,7 +291,8 @@ def run(main: Callable[[list], Optional[int]], *, takes_arguments: bool = False,
         otherwise any is an error.
       argv: the command line, default sys.argv.
     """
-    from absl import app, flags, logging
+    from absl import app, flags
+    from absl import logging as absl_logging
 
     argv = list(sys.argv if argv is None else argv)
     quiet_tensorflow_logs(argv[1:])
@@ -295,7 +307,8 @@ def run(main: Callable[[list], Optional[int]], *, takes_arguments: bool = False,
         if flags.FLAGS["verbosity"].value >= 1:
             _stop_filter()  # -v given in a --flagfile: the lines are wanted after all
         else:
-            logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (TF-Hub's) stay out
+            absl_logging.set_verbosity(absl_logging.WARNING)  # libraries' INFO lines stay out
+            absl_logging.get_absl_handler().setFormatter(PlainFormatter("%(message)s"))
         try:
             if len(args) > 1 and not takes_arguments:
                 raise UserError(f"unexpected argument{'s' if len(args) > 2 else ''} "

@@ -30,8 +30,10 @@ def main(argv):
 
     record = predict_to_files(FLAGS.model, FLAGS.image, FLAGS.action, FLAGS.samples,
                               FLAGS.frames, FLAGS.out, FLAGS.seed, FLAGS.fps)
-    count = len(record["samples"])
-    print(f"Wrote {count} video{'s' if count != 1 else ''} of {FLAGS.frames} frames to {FLAGS.out}")
+    from kp_tf.progress import plural
+
+    print(f"Wrote {plural(len(record['samples']), 'video')} of "
+          f"{plural(FLAGS.frames, 'frame')} to {FLAGS.out}")
     return 0
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from kp_tf.data.clip import Clip
+from kp_tf.progress import plural
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
@@ -391,7 +392,7 @@ def read_penn_clip(root, video_id, label: Optional[int] = None) -> Clip:
         if a.ndim != 2 or a.shape[1] != nj:
             raise ClipReadError(mat_path, f"field {name!r} has shape {a.shape}, expected [T, {nj}]")
     if not x.shape[0] == y.shape[0] == vis.shape[0] == clip.num_frames:
-        raise ClipReadError(mat_path, f"labels cover {x.shape[0]} frames but "
+        raise ClipReadError(mat_path, f"labels cover {plural(x.shape[0], 'frame')} but "
                                       f"{root / 'frames' / vid} holds {clip.num_frames}")
     action = _mat_string(mat["action"])
     action_idx = PENN_CLASSES.index(action) if action in PENN_CLASSES else -1
@@ -440,8 +441,8 @@ def read_weizmann_clip(root, row: dict) -> Clip:
                                   f"{WEIZMANN_CLASSES}")
     clip = read_strip(path)
     if str(row.get("frames", "")).strip() and int(row["frames"]) != clip.num_frames:
-        raise ClipReadError(path, f"strip holds {clip.num_frames} frames, labels.csv says "
-                                  f"{row['frames']}")
+        raise ClipReadError(path, f"strip holds {plural(clip.num_frames, 'frame')}, labels.csv "
+                                  f"says {row['frames']}")
     clip.label = WEIZMANN_CLASSES.index(row["action"])
     clip.meta.update(action=row["action"], actor=row["actor"])
     return clip
