@@ -9,9 +9,10 @@
     `train: 120/1000 clips (12%), 3.2 clips/s, ETA 4 min 35 s`. A carriage-return bar in a
     redirected log is one line that grows by every redraw (megabytes over a training run).
 
-The rate, and so the ETA, counts from the first update on: the time before the first unit
-(TensorFlow tracing its functions, the first shuffle-buffer fill) says nothing about the next
-ones. `plural` and `duration` are the words every message uses.
+While the work goes on, the rate, and so the ETA, counts from the first update on: the time
+before the first unit (TensorFlow tracing its functions, the first shuffle-buffer fill) says
+nothing about the next ones. The last line gives the rate over the whole time and how long it
+took. `plural` and `duration` are the words every message uses.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Progress:
     Args:
       total: units expected; None when not known (no percentage and no ETA then).
       unit: singular name of a unit ('clip', 'step').
+      start: the count already done (a resumed training run).
       label: what is counted, at the start of every line ('train', 'keypoints').
       every: in a log, a line at least every this many units ...
       seconds: ... or this many seconds, whichever comes first.
@@ -61,7 +63,7 @@ class Progress:
       clock: time source (tests pass a fake one).
     """
 
-    def __init__(self, total: Optional[int], unit: str, *, label: str = "",
+    def __init__(self, total: Optional[int], unit: str, *, start: int = 0, label: str = "",
                  every: Optional[int] = None, seconds: float = 30.0,
                  stream: Optional[TextIO] = None, terminal: Optional[bool] = None,
                  enabled: bool = True, clock=time.monotonic):
@@ -73,7 +75,8 @@ class Progress:
         self.terminal = bool(isatty()) if terminal is None else bool(terminal)
         self.enabled = enabled
         self._clock = clock
-        self.done = 0
+        self._created = clock()
+        self.start = self.done = int(start)
         self._first: Optional[tuple[float, int]] = None  # (time, count) of the first update
         self._last_line: Optional[tuple[float, int]] = None
         self._last_draw = -1.0
@@ -83,11 +86,12 @@ class Progress:
 
     # --- figures ----------------------------------------------------------------------------
 
-    def rate(self) -> Optional[float]:
-        """Units per second since the first update; None until two updates apart in time."""
+    def rate(self, overall: bool = False) -> Optional[float]:
+        """Units per second since the first update (`overall`: since construction); None
+        until it can be told."""
         if self._first is None:
             return None
-        t0, n0 = self._first
+        t0, n0 = (self._created, self.start) if overall else self._first
         elapsed = self._clock() - t0
         if self.done <= n0 or elapsed <= 0:
             return None
@@ -109,28 +113,33 @@ class Progress:
         means = {k: self._sums[k] / self._counts[k] for k in self._sums}
         return ", ".join(f"{k} {v:.4g}" for k, v in means.items())
 
-    def line(self) -> str:
-        """The log line for the current state (also what `close` prints in a log)."""
+    def _timing(self, final: bool) -> list[str]:
+        """[rate, ETA] while the work goes on; [overall rate, time taken] at the end."""
+        if final:
+            rate = self.rate(overall=True)
+            took = f"took {duration(self._clock() - self._created)}"
+            return [rate_text(rate, self.unit), took] if rate else [took]
+        rate = self.rate()
+        if not rate:
+            return []
+        if self.total is not None and self.done < self.total:
+            return [rate_text(rate, self.unit), f"ETA {duration(self.eta())}"]
+        return [rate_text(rate, self.unit)]
+
+    def line(self, final: bool = False) -> str:
+        """The log line for the current state; `final`: the one `close` prints."""
         parts = [self._count_text()]
         if self.total:
             parts[0] += f" ({100.0 * self.done / self.total:.0f}%)"
         values = self._values_text()
         if values:
             parts.append(values)
-        rate = self.rate()
-        if rate:
-            parts.append(rate_text(rate, self.unit))
-            if self.total is not None and self.done < self.total:
-                parts.append(f"ETA {duration(self.eta())}")
+        parts.extend(self._timing(final))
         return (f"{self.label}: " if self.label else "") + ", ".join(parts)
 
-    def _bar_text(self, width: int) -> str:
+    def _bar_text(self, width: int, final: bool = False) -> str:
         head = (f"{self.label}  " if self.label else "") + self._count_text()
-        tail, rate = "", self.rate()
-        if rate:
-            tail += f"  {rate_text(rate, self.unit)}"
-            if self.total is not None and self.done < self.total:
-                tail += f"  ETA {duration(self.eta())}"
+        tail = "".join(f"  {part}" for part in self._timing(final))
         values = self._values_text()
         if values:
             tail += f"  {values}"
@@ -169,15 +178,15 @@ class Progress:
         if due and not finished:  # the final line is close()'s
             self._print_line(now)
 
-    def _draw(self, now: float) -> None:
+    def _draw(self, now: float, final: bool = False) -> None:
         width = shutil.get_terminal_size((100, 24)).columns
-        self.stream.write("\r" + self._bar_text(width) + "\033[K")
+        self.stream.write("\r" + self._bar_text(width, final) + "\033[K")
         self.stream.flush()
         self._drawn, self._last_draw = True, now
         self._reset_values()
 
-    def _print_line(self, now: float) -> None:
-        print(self.line(), file=self.stream, flush=True)
+    def _print_line(self, now: float, final: bool = False) -> None:
+        print(self.line(final), file=self.stream, flush=True)
         self._last_line = (now, self.done)
         self._reset_values()
 
@@ -199,12 +208,12 @@ class Progress:
             return
         now = self._clock()
         if self.terminal:
-            self._draw(now)
+            self._draw(now, final=True)
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
         elif self._last_line is None or self._last_line[1] != self.done or self._sums:
-            self._print_line(now)
+            self._print_line(now, final=True)
         self.enabled = False
 
     def __enter__(self) -> "Progress":

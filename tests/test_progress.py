@@ -45,7 +45,7 @@ def test_log_lines_every_n_units_with_mean_values_rate_and_eta():
         "keypoints: 1/10 steps (10%), loss 1",
         "keypoints: 5/10 steps (50%), loss 3.5, 2.0 s/step, ETA 10 s",
         "keypoints: 9/10 steps (90%), loss 7.5, 2.0 s/step, ETA 2 s",
-        "keypoints: 10/10 steps (100%), loss 10, 2.0 s/step",
+        "keypoints: 10/10 steps (100%), loss 10, 2.0 s/step, took 20 s",
     ]
 
 
@@ -58,7 +58,24 @@ def test_log_lines_every_few_seconds_and_no_duplicate_final_line():
     bar.close()  # a second close prints nothing
     # 2 s apart: a line at n=1, then when 5 s have passed (n=4), and the end (n=6).
     assert stream.getvalue().splitlines() == [
-        "keypoints: 1 step", "keypoints: 4 steps, 2.0 s/step", "keypoints: 6 steps, 2.0 s/step"]
+        "keypoints: 1 step", "keypoints: 4 steps, 2.0 s/step",
+        "keypoints: 6 steps, 2.0 s/step, took 12 s"]
+
+
+def test_rate_leaves_out_the_wait_for_the_first_unit_but_the_last_line_counts_it():
+    """Training: step 1 traces for 30 s, then 1 s a step. The ETA follows the steps; the last
+    line gives the rate over the whole run, from a resumed step 10 on."""
+    bar, stream, clock = _log_progress(total=20, start=10, every=5, seconds=1e9)
+    clock.now += 30.0
+    bar.update(11)
+    for step in range(12, 21):
+        clock.now += 1.0
+        bar.update(step)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines == ["keypoints: 11/20 steps (55%)",
+                     "keypoints: 16/20 steps (80%), 1.0 steps/s, ETA 4 s",
+                     "keypoints: 20/20 steps (100%), 3.9 s/step, took 39 s"]
 
 
 def test_terminal_bar_is_redrawn_in_place_and_ends_with_a_newline():
@@ -73,7 +90,8 @@ def test_terminal_bar_is_redrawn_in_place_and_ends_with_a_newline():
     assert "train  3/4 clips   75% [###############-----]  1.0 clips/s  ETA 1 s" in text
     assert text.endswith("\r\033[K")
     bar.close()
-    assert stream.getvalue().endswith("100% [####################]  1.0 clips/s\033[K\n")
+    assert stream.getvalue().endswith("100% [####################]  1.0 clips/s  took 4 s"
+                                      "\033[K\n")
 
 
 def test_terminal_bar_is_redrawn_at_most_ten_times_a_second():

@@ -86,16 +86,18 @@ def generate_sets(exported, clips, labels, frames: int, samples: int, seed: int,
     sets: {"detected", "sets", "model_videos", "model_keypoints"}."""
     from kp_tf.evaluation.test_clips import static_video
 
+    from kp_tf.progress import Progress, plural
+
     detected, model_videos, model_keypoints = [], [], []
     sets = {name: [] for name in ("real",) + SETS}
-    bar = None
     if verbose:
-        import keras
-
         s = exported.image_size
-        print(f"Generating static / oracle / {samples} model videos for {len(clips)} test clips "
-              f"({frames} frames, {s}×{s})", flush=True)
-        bar = keras.utils.Progbar(len(clips), unit_name="clip")
+        what = (f"static / oracle / {plural(samples, 'model video')}" if videos
+                else "detected keypoints")
+        print(f"Generating {what} for {plural(len(clips), 'test clip')} "
+              f"({plural(frames, 'frame')}, {s}×{s})", flush=True)
+    # A bar with an ETA on a terminal, a line every 30 s in a log (kp_tf.progress).
+    bar = Progress(len(clips), "clip", label="generation", seconds=30.0, enabled=verbose)
     for i, clip in enumerate(clips):
         video = clip["frames"]  # [T + 1, S, S, 3]
         kps = exported.detect(video)  # [T + 1, K, 2]
@@ -109,8 +111,8 @@ def generate_sets(exported, clips, labels, frames: int, samples: int, seed: int,
             model_videos.append(np.stack([v for v, _ in made]))
             model_keypoints.append(np.stack([k for _, k in made]))
             sets["model"].extend(v for v, _ in made)
-        if bar is not None:
-            bar.update(i + 1)
+        bar.update(i + 1)
+    bar.close()
     return {"detected": detected, "sets": sets, "model_videos": model_videos,
             "model_keypoints": model_keypoints}
 

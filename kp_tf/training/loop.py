@@ -8,7 +8,8 @@ A trainer object provides:
   - `write_images(batch, step)` (optional): image summaries on a fixed batch.
 `fit` builds the distributed step, resumes from the newest checkpoint in the run folder,
 stops on a non-finite loss without overwriting the last good checkpoint, and saves on
-Ctrl-C, so a run killed at any moment continues from its last checkpoint.
+Ctrl-C, so a run killed at any moment continues from its last checkpoint. Its progress is
+Keras' bar on a terminal and a plain line now and then anywhere else (kp_tf.progress).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 
 import keras
 import tensorflow as tf
 from absl import logging
+
+from kp_tf import progress as progress_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -124,11 +128,16 @@ def adam(cfg):
 
 def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribute.Strategy,
         checkpoint_every: int, summary_every: int, image_summary_every: int,
-        xla: bool = False, verbose: bool = True) -> int:
+        xla: bool = False, verbose: bool = True, log_every_seconds: float = 60.0) -> int:
     """Trains until `steps`; returns the final step. Resumes from `logdir/checkpoints`.
 
     `make_dataset(start_step)` returns the global-batch tf.data.Dataset; it gets the resume step
     so that a resumed run does not replay the batches it already trained on.
+
+    With `verbose`, progress goes to stdout: on a terminal Keras' bar, elsewhere (a log, CI)
+    a line at the first step, then every `summary_every` steps or `log_every_seconds`,
+    whichever comes first, and at the end: step, the losses' means since the previous line,
+    the speed and the ETA, labelled with the stage (the last part of `logdir`).
     """
     os.makedirs(logdir, exist_ok=True)
     with strategy.scope():
@@ -164,9 +173,22 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
                 for k, v in losses.items()}
 
     writer = tf.summary.create_file_writer(os.path.join(logdir, "train"))
-    progress = keras.utils.Progbar(steps, stateful_metrics=None, verbose=1 if verbose else 0,
-                                   unit_name="step")
-    progress.update(start)
+    bar = lines = None
+    if verbose and sys.stdout.isatty():
+        bar = keras.utils.Progbar(steps, stateful_metrics=None, unit_name="step")
+        bar.update(start)
+    else:
+        lines = progress_lib.Progress(steps, "step", start=start,
+                                      label=os.path.basename(os.path.normpath(logdir)),
+                                      every=summary_every, seconds=log_every_seconds,
+                                      enabled=verbose)
+
+    def show(s, values):
+        if bar is not None:
+            bar.update(s, values=list(values.items()))
+        else:
+            lines.update(s, values)
+
     last_time = time.perf_counter()
 
     def save(reason):
@@ -187,7 +209,7 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
             s = current_step()
             now = time.perf_counter()
             step_seconds, last_time = now - last_time, now
-            progress.update(s, values=[(k, v) for k, v in losses.items() if not k.startswith("_")])
+            show(s, {k: v for k, v in losses.items() if not k.startswith("_")})
             if s % summary_every == 0 or s == steps:
                 with writer.as_default(step=s):
                     for k, v in losses.items():
@@ -199,6 +221,8 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
                     trainer.write_images(preview, s)
             if s % checkpoint_every == 0 or s == steps:
                 save("periodic" if s < steps else "final")
+        if lines is not None:
+            lines.close()
     except KeyboardInterrupt:
         save("interrupted")
         raise
