@@ -22,9 +22,12 @@ from kp_tf import cli
 
 
 def run(*args, timeout=600, **env) -> subprocess.CompletedProcess:
-    """`python ARGS` in the repository, as a user's shell would start it."""
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=command_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    """`python ARGS` in the repository, as a user's shell would start it; stdout and stderr
+    decoded as they are (text=True would turn a carriage return into a newline)."""
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=command_env(**env),
+                          capture_output=True, timeout=timeout)
+    proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
+    return proc
 
 
 def assert_quiet_success(proc: subprocess.CompletedProcess) -> None:
@@ -268,6 +271,8 @@ def test_evaluate_and_fvd_are_quiet(tiny_run, tmp_path, i3d_handle):  # noqa: F8
                    f"--i3d={i3d_handle}", f"--fvd_cache_dir={tmp_path / 'cache'}")
     assert_quiet_success(evaluate)
     assert "Generating static / oracle / 1 model video for 2 test clips" in evaluate.stdout
+    assert "\ngeneration: 2/2 clips (100%), " in evaluate.stdout
+    assert "\nFVD: static (I3D): 2/2 videos (100%), " in evaluate.stdout
     fvd = run("-m", "kp_tf.fvd", tiny_run.data_dir, tiny_run.data_dir, f"--i3d={i3d_handle}",
               "--frames=9", "--max_videos=2")
     assert_quiet_success(fvd)

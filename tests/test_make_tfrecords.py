@@ -284,9 +284,12 @@ def test_convert_without_gifs_records_no_gif_timing(tmp_path):
 # --- the command line -------------------------------------------------------------------------
 
 def run_tool(*args):
-    """tools/make_tfrecords.py (the launcher of kp_tf.make_tfrecords) as a user runs it."""
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
+    """tools/make_tfrecords.py (the launcher of kp_tf.make_tfrecords) as a user runs it;
+    output decoded as it is (text=True would turn a carriage return into a newline)."""
+    proc = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True,
                           env=command_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
+    proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
+    return proc
 
 
 def test_tool_converts_good_files_and_names_bad_one(tmp_path):
@@ -303,8 +306,8 @@ def test_tool_converts_good_files_and_names_bad_one(tmp_path):
     # A log gets plain progress lines (the first at once, the last with the rate), no bar.
     assert "\r" not in result.stdout
     assert re.search(r"^train: 1/4 clips \(25%\)$", result.stdout, re.MULTILINE)
-    assert re.search(r"^train: 4/4 clips \(100%\), [0-9.]+ (clips/s|s/clip)$", result.stdout,
-                     re.MULTILINE), result.stdout
+    assert re.search(r"^train: 4/4 clips \(100%\), [0-9.]+ (clips/s|s/clip), took \d+ s$",
+                     result.stdout, re.MULTILINE), result.stdout
     manifest = tfrecords.load_manifest(tmp_path / "out")
     assert manifest["splits"]["train"]["clips"] == 3
     assert manifest["gif_timing"]["expanded_frames"] == 4
