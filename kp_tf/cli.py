@@ -131,6 +131,10 @@ class StderrFilter:
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), "--filter-stderr"],
                 stdin=read_fd, stdout=self._saved, stderr=self._saved, close_fds=True,
                 start_new_session=True)
+        except BaseException:
+            for fd in (write_fd, self._saved):
+                os.close(fd)
+            raise
         finally:
             os.close(read_fd)
         os.dup2(write_fd, 2)
@@ -150,7 +154,7 @@ class StderrFilter:
         os.dup2(self._saved, 2)  # drops the last write end this process holds: the child sees EOF
         os.close(self._saved)
         try:
-            self._child.wait(timeout=30)
+            self._child.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # a child process of the command still holds the pipe: it ends with it
 
@@ -192,7 +196,10 @@ def quiet_tensorflow_logs(argv: Optional[Sequence[str]] = None) -> None:
     is imported to catch its start-up lines too (`run` does)."""
     global _filter
     if _filter is None and not tensorflow_logs_wanted(argv):
-        _filter = StderrFilter()
+        try:
+            _filter = StderrFilter()
+        except OSError:
+            pass  # no process to spare: the command runs unfiltered rather than not at all
 
 
 def _stop_filter() -> None:
