@@ -8,6 +8,7 @@ itself (kp_tf.cli.filter_stream) is tested in-process on pipes.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -129,6 +130,24 @@ def test_filter_process_passes_everything_on_before_an_abort():
     proc = run("-c", code, timeout=60)
     assert proc.returncode < 0
     assert proc.stderr == "our line\n" + OUR_LINES[1].decode() + "\n"
+
+
+def test_ctrl_c_is_one_line_and_status_130():
+    code = ("import time\n"
+            "from kp_tf import cli\n"
+            "def main(argv):\n"
+            "    print('ready', flush=True)\n"
+            "    time.sleep(60)\n"
+            "cli.run(main)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=command_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err == b"interrupted\n", err
 
 
 @pytest.mark.parametrize("argv,level", [([], 0), (["-v", "1"], 1), (["--verbosity=2"], 2),
