@@ -133,7 +133,10 @@ def test_filter_process_passes_everything_on_before_an_abort():
 
 
 def test_ctrl_c_is_one_line_and_status_130():
-    code = ("import time\n"
+    # Python's own SIGINT handler, as a command started from a terminal has it (a shell starts
+    # background jobs with SIGINT ignored, and Python then keeps it ignored).
+    code = ("import signal, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from kp_tf import cli\n"
             "def main(argv):\n"
             "    print('ready', flush=True)\n"
