@@ -322,60 +322,21 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
     log = log or (lambda _: None)
     spec = get_spec(dataset, resolution)
     out = str(out or os.path.join("data", spec.name))
-    if spec.has_source:
-        if not src:
-            raise ValueError(f"dataset {spec.name!r} needs --src, the folder of the raw copy")
-        if not Path(src).is_dir():
-            raise ValueError(f"source folder {src} not found")
-    if not splits:
-        raise ValueError("no splits to convert")
+    options = _conversion_options(spec, src, splits, clips_per_shard, num_train, num_test,
+                                  num_frames, seed)
     counts = {"train": num_train}
-
-    options = {"clips_per_shard": int(clips_per_shard), "splits": list(splits)}
-    if not spec.has_source:
-        options.update(num_train=int(num_train), num_test=int(num_test),
-                       num_frames=int(num_frames), seed=int(seed), background=spec.background)
 
     start = time.perf_counter()
     writers: dict[str, tfrecords.ShardWriter] = {}
     skipped: list[dict] = []
-    gifs: dict[str, dict] = {}  # per split: GIFs read, how many had frames added, frames added
+    gifs: dict[str, dict] = {}
     try:
         for split in splits:
-            writer = writers[split] = tfrecords.ShardWriter(out, split, clips_per_shard)
-            seen: set[str] = set()
-            gif = gifs[split] = {"clips": 0, "expanded_clips": 0, "expanded_frames": 0}
-            wanted = counts.get(split, num_test)
-            bar = progress.Progress(count_candidates(spec, src, split, count=wanted), "clip",
-                                    label=split, every=100, seconds=30.0,
-                                    enabled=show_progress)
-            for done, (source, item) in enumerate(
-                    iter_clips(spec, src, split, count=wanted, num_frames=num_frames,
-                               seed=seed), 1):
-                if isinstance(item, Clip) and item.clip_id in seen:
-                    item = ClipReadError(source, f"duplicate clip id {item.clip_id!r} in {split}")
-                if not isinstance(item, Clip):
-                    reason = _describe_error(source, item)
-                    skipped.append({"split": split, "file": source, "reason": reason})
-                    bar.clear()
-                    log(f"  skipped {source}: {reason}")
-                    bar.update(done)
-                    continue
-                seen.add(item.clip_id)
-                if "gif_frames" in item.meta:
-                    added = item.meta["gif_expanded_frames"]
-                    gif["clips"] += 1
-                    gif["expanded_clips"] += added > 0
-                    gif["expanded_frames"] += added
-                writer.write(fit_clip(item, spec.resolution))
-                bar.update(done)
-            bar.close()
-            split_skipped = sum(s["split"] == split for s in skipped)
-            log(f"{split}: {progress.plural(writer.num_clips, 'clip')}, "
-                f"{progress.plural(writer.num_frames, 'frame')}"
-                + (f" ({progress.plural(gif['expanded_frames'], 'frame')} added from GIF "
-                   f"delays)" if gif["clips"] else "")
-                + (f", {split_skipped} skipped" if skipped else ""))
+            writers[split] = tfrecords.ShardWriter(out, split, clips_per_shard)
+            gifs[split] = _convert_split(spec, src, split, writers[split],
+                                         count=counts.get(split, num_test),
+                                         num_frames=num_frames, seed=seed, skipped=skipped,
+                                         log=log, show_progress=show_progress)
         total_clips = sum(w.num_clips for w in writers.values())
         if total_clips == 0:
             raise ConversionError(
@@ -383,26 +344,93 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
                 + (f"all {len(skipped)} candidate files failed (first: {skipped[0]['file']}: "
                    f"{skipped[0]['reason']})" if skipped else "no clips found")
                 + f"; {out} left unchanged")
-        split_info = {}
-        for split, writer in writers.items():
-            split_info[split] = {
-                "clips": writer.num_clips,
-                "frames": writer.num_frames,
-                "min_frames": writer.min_frames or 0,
-                "max_frames": writer.max_frames or 0,
-                "shards": writer.commit(),
-            }
-            if gifs[split]["clips"]:
-                split_info[split].update(gif_clips=gifs[split]["clips"],
-                                         gif_expanded_frames=gifs[split]["expanded_frames"])
+        split_info = {split: _split_info(writer, gifs[split])
+                      for split, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
-    elapsed = time.perf_counter() - start
-    total_frames = sum(s["frames"] for s in split_info.values())
+    manifest = _manifest(spec, src, options, skipped, gifs, split_info,
+                         time.perf_counter() - start)
+    _keep_earlier_splits(out, spec, manifest)
+    manifest["splits"].update(split_info)
+    tfrecords.write_manifest(out, manifest)
+    return manifest
 
-    manifest = {
+
+def _conversion_options(spec: DatasetSpec, src, splits, clips_per_shard: int, num_train: int,
+                        num_test: int, num_frames: int, seed: int) -> dict:
+    """The manifest's record of the options; ValueError for a source or splits that cannot
+    be converted."""
+    if spec.has_source:
+        if not src:
+            raise ValueError(f"dataset {spec.name!r} needs --src, the folder of the raw copy")
+        if not Path(src).is_dir():
+            raise ValueError(f"source folder {src} not found")
+    if not splits:
+        raise ValueError("no splits to convert")
+    options = {"clips_per_shard": int(clips_per_shard), "splits": list(splits)}
+    if not spec.has_source:
+        options.update(num_train=int(num_train), num_test=int(num_test),
+                       num_frames=int(num_frames), seed=int(seed), background=spec.background)
+    return options
+
+
+def _convert_split(spec: DatasetSpec, src, split: str, writer, *, count: int, num_frames: int,
+                   seed: int, skipped: list, log, show_progress: bool) -> dict:
+    """Writes the clips of one split through `writer` (a tfrecords.ShardWriter), fitted to the
+    resolution; adds its bad files to `skipped` and logs them and the split's summary.
+    Returns its GIF counts: {"clips": GIFs read, "expanded_clips": those with frames added
+    from their delays, "expanded_frames": frames added}."""
+    seen: set[str] = set()
+    gif = {"clips": 0, "expanded_clips": 0, "expanded_frames": 0}
+    bar = progress.Progress(count_candidates(spec, src, split, count=count), "clip",
+                            label=split, every=100, seconds=30.0, enabled=show_progress)
+    for done, (source, item) in enumerate(
+            iter_clips(spec, src, split, count=count, num_frames=num_frames, seed=seed), 1):
+        if isinstance(item, Clip) and item.clip_id in seen:
+            item = ClipReadError(source, f"duplicate clip id {item.clip_id!r} in {split}")
+        if not isinstance(item, Clip):
+            reason = _describe_error(source, item)
+            skipped.append({"split": split, "file": source, "reason": reason})
+            bar.clear()  # the message on a line of its own, not after the bar
+            log(f"  skipped {source}: {reason}")
+            bar.update(done)
+            continue
+        seen.add(item.clip_id)
+        if "gif_frames" in item.meta:
+            added = item.meta["gif_expanded_frames"]
+            gif["clips"] += 1
+            gif["expanded_clips"] += added > 0
+            gif["expanded_frames"] += added
+        writer.write(fit_clip(item, spec.resolution))
+        bar.update(done)
+    bar.close()
+    split_skipped = sum(s["split"] == split for s in skipped)
+    log(f"{split}: {progress.plural(writer.num_clips, 'clip')}, "
+        f"{progress.plural(writer.num_frames, 'frame')}"
+        + (f" ({progress.plural(gif['expanded_frames'], 'frame')} added from GIF delays)"
+           if gif["clips"] else "")
+        + (f", {split_skipped} skipped" if skipped else ""))
+    return gif
+
+
+def _split_info(writer, gif: dict) -> dict:
+    """A split's manifest entry; commits the writer's shards."""
+    info = {"clips": writer.num_clips, "frames": writer.num_frames,
+            "min_frames": writer.min_frames or 0, "max_frames": writer.max_frames or 0,
+            "shards": writer.commit()}
+    if gif["clips"]:
+        info.update(gif_clips=gif["clips"], gif_expanded_frames=gif["expanded_frames"])
+    return info
+
+
+def _manifest(spec: DatasetSpec, src, options: dict, skipped: list, gifs: dict,
+              split_info: dict, elapsed: float) -> dict:
+    """The manifest of a conversion that took `elapsed` seconds; its "splits" still empty."""
+    total_clips = sum(s["clips"] for s in split_info.values())
+    total_frames = sum(s["frames"] for s in split_info.values())
+    return {
         "format": "kp_tf clip TFRecords: one tf.train.Example per clip, PNG frames, "
                   "joints in [-1, 1] (see kp_tf/data/tfrecords.py)",
         "format_version": FORMAT_VERSION,
@@ -427,20 +455,21 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
             "frames_per_second": round(total_frames / max(elapsed, 1e-9), 1),
         },
     }
-    # Keep the other splits of an earlier conversion of the same thing (their shards are
-    # untouched); anything else in an old manifest describes data that no longer matches.
+
+
+def _keep_earlier_splits(out: str, spec: DatasetSpec, manifest: dict) -> None:
+    """Copies into `manifest` the splits of an earlier conversion of the same thing in `out`
+    (their shards are untouched); anything else in an old manifest describes data that no
+    longer matches."""
+    from kp_tf.data import tfrecords
+
     try:
         old = tfrecords.load_manifest(out)
     except (FileNotFoundError, ValueError):
-        old = None
-    if (old and old.get("dataset") == spec.name and old.get("resolution") == spec.resolution
+        return
+    if (old.get("dataset") == spec.name and old.get("resolution") == spec.resolution
             and old.get("format_version") == FORMAT_VERSION):
-        for split, info in old.get("splits", {}).items():
-            if split not in split_info:
-                manifest["splits"][split] = info
-    manifest["splits"].update(split_info)
-    tfrecords.write_manifest(out, manifest)
-    return manifest
+        manifest["splits"].update(old.get("splits", {}))
 
 
 def _gif_timing(gifs: dict) -> Optional[dict]:
