@@ -218,6 +218,8 @@ def _failures(tmp) -> dict:
          ["no trained keypoints stage"]),
         ("motion_baselines", ["-m", "kp_tf.evaluation.motion_baselines", f"--logdir={tmp}"],
          ["no trained motion stage"]),
+        ("aggregate", ["-m", "kp_tf.evaluation.aggregate", f"--reports={tmp},{missing}"],
+         ["no report.json"]),
         ("synthetic", ["-m", "kp_tf.data.synthetic", "--count=2"], ["--out"]),
         ("export_i3d", ["tools/export_i3d.py", f"--weights={missing}.npz", f"--out={tmp}"],
          ["no such weights file"]),
