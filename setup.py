@@ -22,4 +22,13 @@ setup(
         "Pillow>=10,<14",
     ],
     extras_require={"test": ["pytest>=8,<10"]},
+    # The commands beside `python -m kp_tf.X`; each module's console_main runs it.
+    entry_points={"console_scripts": [
+        "kp-train=kp_tf.train:console_main",
+        "kp-export=kp_tf.export:console_main",
+        "kp-predict=kp_tf.predict:console_main",
+        "kp-evaluate=kp_tf.evaluate:console_main",
+        "kp-fvd=kp_tf.fvd:console_main",
+        "kp-make-tfrecords=kp_tf.make_tfrecords:console_main",
+    ]},
 )

@@ -1,12 +1,13 @@
 """kp_tf: unsupervised keypoints guiding class-conditional video prediction (Kim et al., 2019).
 
-Rooms, lower ones never importing higher ones: `kp_tf.config`, `kp_tf.cli`, `kp_tf.pretrained`,
-`kp_tf.conventions`; `kp_tf.layers`, `kp_tf.losses`, `kp_tf.viz`; `kp_tf.data` (clips, readers,
-TFRecords, tf.data pipelines); `kp_tf.models` (detector, translator, discriminators, motion
-generator); `kp_tf.run_folder`; `kp_tf.training` (the loop, the two stages' trainers,
-pseudo-labels); `kp_tf.serving` (the SavedModel) and `kp_tf.inference` (using it);
-`kp_tf.evaluation`; `kp_tf.stages` (the whole run in order); and the commands `kp_tf.train`,
-`kp_tf.export`, `kp_tf.predict`, `kp_tf.evaluate`, `kp_tf.fvd`.
+Rooms, lower ones never importing higher ones: `kp_tf.config`, `kp_tf.cli`, `kp_tf.progress`,
+`kp_tf.pretrained`, `kp_tf.conventions`; `kp_tf.layers`, `kp_tf.losses`, `kp_tf.viz`;
+`kp_tf.data` (clips, readers, TFRecords, tf.data pipelines); `kp_tf.models` (detector,
+translator, discriminators, motion generator); `kp_tf.run_folder`; `kp_tf.training` (the loop,
+the two stages' trainers, pseudo-labels); `kp_tf.serving` (the SavedModel) and
+`kp_tf.inference` (using it); `kp_tf.evaluation`; `kp_tf.stages` (the whole run in order); and
+the commands `kp_tf.make_tfrecords`, `kp_tf.train`, `kp_tf.export`, `kp_tf.predict`,
+`kp_tf.evaluate`, `kp_tf.fvd` (also installed as kp-make-tfrecords, kp-train, ...).
 """
 
 import os

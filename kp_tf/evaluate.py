@@ -2,9 +2,10 @@
 
     python -m kp_tf.evaluate --model=EXPORT_DIR [--dataset=NAME] [--metrics=all] [--out=DIR]
 
-Scores the model against the static (copy frame 0) and keypoint-oracle baselines, each metric
-with N, T, the seed and the checkpoints (kp_tf.evaluation.scores says what each one measures);
-writes report.json and report.md into --out and prints the Markdown (kp_tf.evaluation.report).
+(`kp-evaluate` once installed with pip.) Scores the model against the static (copy frame 0)
+and keypoint-oracle baselines, each metric with N, T, the seed and the checkpoints
+(kp_tf.evaluation.scores says what each one measures); writes report.json and report.md into
+--out and prints the Markdown (kp_tf.evaluation.report).
 """
 
 from absl import flags
@@ -68,5 +69,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """`kp-evaluate`."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

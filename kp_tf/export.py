@@ -1,7 +1,10 @@
-"""Writes a trained run's SavedModel: `python -m kp_tf.export --logdir=RUN [--out=DIR]`.
+"""Writes a trained run's SavedModel.
 
-The export holds the newest checkpoints of both stages (kp_tf.serving); DIR defaults to
-RUN/export. `python -m kp_tf.train --stage=export` does the same for a preset's run.
+    python -m kp_tf.export --logdir=RUN [--out=DIR]
+
+(`kp-export` once installed with pip.) The export holds the newest checkpoints of both
+stages (kp_tf.serving); DIR defaults to RUN/export. `python -m kp_tf.train --stage=export`
+does the same for a preset's run.
 """
 
 from absl import flags
@@ -30,5 +33,10 @@ def main(argv):
         raise cli.UserError(str(e)) from e
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """`kp-export`."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -2,12 +2,13 @@
 
     python -m kp_tf.fvd REAL GENERATED [--i3d=DIR] [--frames=16] [--batch_size=8] [--split=test]
 
-REAL and GENERATED are each a folder of videos (any format `make_tfrecords` reads, or .npy
-arrays [T, H, W, 3]) or a converted data folder (manifest.json), of which the clips of --split
-are used. The first --frames frames of every video are scored (protocols §1; the FVD code itself
-resizes them, see kp_tf/evaluation/frechet_video_distance.py). Videos shorter than that, and files that cannot be
-read, are named and skipped. Prints the FVD and the number of videos used on each side. The I3D
-is found by the project's rule for pretrained files (kp_tf.pretrained).
+(`kp-fvd` once installed with pip.) REAL and GENERATED are each a folder of videos (any
+format `make_tfrecords` reads, or .npy arrays [T, H, W, 3]) or a converted data folder
+(manifest.json), of which the clips of --split are used. The first --frames frames of every
+video are scored (protocols §1; the FVD code itself resizes them, see
+kp_tf/evaluation/frechet_video_distance.py). Videos shorter than that, and files that cannot
+be read, are named and skipped. Prints the FVD and the number of videos used on each side.
+The I3D is found by the project's rule for pretrained files (kp_tf.pretrained).
 """
 
 from absl import flags
@@ -45,5 +46,10 @@ def main(argv):
     return 0
 
 
+def console_main() -> None:
+    """`kp-fvd`."""
+    cli.run(main, takes_arguments=True)
+
+
 if __name__ == "__main__":
-    cli.run(main)
+    console_main()

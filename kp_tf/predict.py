@@ -2,8 +2,9 @@
 
     python -m kp_tf.predict --model=EXPORT_DIR --image=PATH --action=NAME --out=DIR
 
-Writes per sample s `sample_s.gif`, `sample_s.mp4`, `sample_s_keypoints.gif`,
-`sample_s_keypoints.npy` and one `keypoints.json` (kp_tf.inference.predict_to_files).
+(`kp-predict` once installed with pip.) Writes per sample s `sample_s.gif`, `sample_s.mp4`,
+`sample_s_keypoints.gif`, `sample_s_keypoints.npy` and one `keypoints.json`
+(kp_tf.inference.predict_to_files).
 """
 
 from absl import flags
@@ -29,10 +30,17 @@ def main(argv):
 
     record = predict_to_files(FLAGS.model, FLAGS.image, FLAGS.action, FLAGS.samples,
                               FLAGS.frames, FLAGS.out, FLAGS.seed, FLAGS.fps)
-    count = len(record["samples"])
-    print(f"Wrote {count} video{'s' if count != 1 else ''} of {FLAGS.frames} frames to {FLAGS.out}")
+    from kp_tf.progress import plural
+
+    print(f"Wrote {plural(len(record['samples']), 'video')} of "
+          f"{plural(FLAGS.frames, 'frame')} to {FLAGS.out}")
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """`kp-predict`."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -46,6 +46,16 @@ def read_config(directory: str) -> config_lib.Config:
         return config_from_dict(json.load(f))
 
 
+def read_stage_config(logdir: str, stage: str) -> config_lib.Config:
+    """`read_config` of the run's `stage` folder; FileNotFoundError saying that the run has
+    not trained that stage, for a command to show in one line."""
+    directory = os.path.join(logdir, stage)
+    if not os.path.isfile(os.path.join(directory, CONFIG)):
+        raise FileNotFoundError(f"{logdir}: no trained {stage} stage here "
+                                f"(no {stage}/{CONFIG})")
+    return read_config(directory)
+
+
 def config_from_dict(stored: dict) -> config_lib.Config:
     return config_lib.Config(**{k: v for k, v in stored.items() if k in config_lib.FIELDS})
 

@@ -8,12 +8,12 @@ when it was made from the newest checkpoints of both stages.
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import logging
 
 from kp_tf import conventions, run_folder
+from kp_tf.progress import plural
 from kp_tf.run_folder import latest_checkpoint, paths
 from kp_tf.training import loop
 
@@ -92,8 +92,11 @@ def pseudo_labels(cfg) -> str:
         return out
     print(f"Pseudo-labelling every frame with {checkpoint} ...", flush=True)
     summary = pl.make_pseudo_labels(run_folder.restore_detector(cfg, checkpoint), cfg,
-                                    cfg.resolved_data_dir, out, checkpoint)
-    print(json.dumps(summary), flush=True)
+                                    cfg.resolved_data_dir, out, checkpoint, verbose=True)
+    made = ", ".join(f"{split} {plural(info['clips'], 'clip')} "
+                     f"({plural(info['frames'], 'frame')})"
+                     for split, info in summary["splits"].items())
+    print(f"Pseudo-labels in {out}: {made or 'no clips'}, {summary['seconds']:.1f} s", flush=True)
     return out
 
 

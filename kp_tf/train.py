@@ -2,8 +2,9 @@
 
     python -m kp_tf.train --dataset=NAME [--stage=all|data|keypoints|pseudo_labels|motion|export|samples]
 
---dataset picks the preset flags/NAME.flags; any setting below overrides it. Re-running
-continues where it stopped: finished steps are skipped, an interrupted stage resumes.
+(`kp-train` once installed with pip.) --dataset picks the preset flags/NAME.flags; any setting
+below overrides it. Re-running continues where it stopped: finished steps are skipped, an
+interrupted stage resumes.
 """
 
 from absl import flags
@@ -22,11 +23,25 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from kp_tf import stages
+    from kp_tf.data import datasets
     from kp_tf.training import loop
 
-    cfg = config.config_from_flags(FLAGS)
-    stages.run(cfg, FLAGS.stage, loop.make_strategy(FLAGS.strategy))
+    try:
+        cfg = config.config_from_flags(FLAGS)
+    except ValueError as e:  # an unknown preset, a preset file with a bad line
+        raise cli.UserError(str(e)) from e
+    try:
+        stages.run(cfg, FLAGS.stage, loop.make_strategy(FLAGS.strategy))
+    except (FileNotFoundError, datasets.ConversionError, loop.NonFiniteLossError) as e:
+        # Missing data or checkpoints, nothing convertible, a diverged run: each message says
+        # what to do; a ValueError or anything else is a bug and keeps its traceback.
+        raise cli.UserError(str(e)) from e
+
+
+def console_main() -> None:
+    """`kp-train`."""
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    console_main()

@@ -158,22 +158,34 @@ def _atomic(path: str, suffix: str):
 
 
 def write_gif(path: str, frames, fps: float = 10, scale: int = 1) -> None:
-    """Writes an endlessly looping GIF, one median-cut palette per frame.
+    """Writes an endlessly looping GIF that holds every frame, one median-cut palette per frame.
 
     Args:
       path: output file.
       frames: uint8 [T, H, W, 3].
-      fps: frames per second.
+      fps: frames per second; GIF delays are whole hundredths of a second, so the delay is
+        round(100 / fps) of them (at least 1).
       scale: integer nearest-neighbour upscaling, for tiny frames.
 
-    Pillow merges consecutive identical frames into one longer frame, so a reader may
-    count fewer frames than T for videos that stand still.
+    Pillow's GIF writer merges consecutive identical frames into one frame shown longer, and
+    a reader that counts frames (most do, `kp_tf.data.readers.read_gif` reads the delays)
+    would get a shorter video back wherever it stands still. So the file is put together here
+    from Pillow's encoder for single frames: T frames, each a full frame with its own colour
+    table and the same delay.
     """
+    from PIL import GifImagePlugin
+
     frames = enlarge(np.asarray(frames, np.uint8), scale)
     images = [Image.fromarray(f).quantize(256, method=Image.Quantize.MEDIANCUT) for f in frames]
+    delay_ms = 10 * max(1, round(100 / fps))
+    header, _ = GifImagePlugin.getheader(images[0], info={"loop": 0, "duration": delay_ms})
     with _atomic(path, ".gif") as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=round(1000 / fps), loop=0, optimize=True)
+        with open(tmp, "wb") as f:
+            f.write(b"".join(header))
+            for image in images:
+                f.write(b"".join(GifImagePlugin.getdata(image, duration=delay_ms,
+                                                        include_color_table=True)))
+            f.write(b";")  # the GIF trailer
 
 
 def write_mp4(path: str, frames, fps: float = 10) -> None:

@@ -1,6 +1,7 @@
 """Shared fixtures: where ../shared is, and tiny configs."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def command_env(**overrides) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env.update(overrides)
     return env
+
+
+# TensorFlow's C++ log lines, by a pattern broader than the commands' filter (kp_tf.cli): any
+# severity, any source file, and the line Abseil prints before its logging is set up.
+_TF_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]|WARNING: All log "
+                          r"messages before absl::InitializeLog).*$", re.MULTILINE)
+
+
+def tensorflow_log_lines(stderr: str) -> list:
+    """The lines of TensorFlow's C++ logging in a command's stderr."""
+    return [m.group(0) for m in _TF_LOG_LINE.finditer(stderr)]
 
 
 def skip_or_fail(reason: str):

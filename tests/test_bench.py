@@ -1,17 +1,16 @@
 """tools/bench.py runs and prints its figures (the figures themselves are read, not asserted)."""
 
-import os
 import re
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, command_env, tensorflow_log_lines
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    return subprocess.run([sys.executable, "tools/bench.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "tools/bench.py", *args], cwd=REPO,
+                          env=command_env(KERAS_BACKEND="tensorflow"), capture_output=True,
+                          text=True, timeout=600)
 
 
 def _figures(*args: str) -> tuple[list[tuple[str, float]], str]:
@@ -19,6 +18,7 @@ def _figures(*args: str) -> tuple[list[tuple[str, float]], str]:
     it succeeded."""
     proc = _bench(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not tensorflow_log_lines(proc.stderr), proc.stderr[-2000:]
     figures = [(name.strip(), float(ms))
                for name, ms in re.findall(r"^(.+?)\s+([0-9.]+) ms$", proc.stdout, re.MULTILINE)]
     assert figures and all(ms > 0 for _, ms in figures), proc.stdout
@@ -36,10 +36,24 @@ def test_bench_stage1_prints_every_part_with_set_overrides():
 
 def test_bench_set_rejects_an_unknown_setting_or_a_bad_value():
     proc = _bench("stage2", "--preset=tiny", "--set=lstm_unit=4")
-    assert proc.returncode != 0 and "'lstm_unit=4'" in proc.stderr, proc.stderr[-500:]
+    assert proc.returncode == 2 and "'lstm_unit=4'" in proc.stderr, proc.stderr[-500:]
+    assert proc.stderr.count("\n") == 1, proc.stderr[-500:]
     proc = _bench("stage2", "--preset=tiny", "--set=lstm_units=many")
-    assert proc.returncode != 0 and "'lstm_units=many'" in proc.stderr, proc.stderr[-500:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-500:]
+    assert proc.returncode == 2 and "'lstm_units=many'" in proc.stderr, proc.stderr[-500:]
+    assert proc.stderr.count("\n") == 1, proc.stderr[-500:]
+
+
+def test_bench_names_a_missing_benchmark_and_a_flag_of_another():
+    proc = _bench("--preset=tiny")
+    assert proc.returncode == 2 and proc.stderr == "error: name one benchmark: data, stage1, " \
+                                                   "stage2\n", proc.stderr[-500:]
+    proc = _bench("stage2", "--preset=tiny", "--vgg_weights=none", "--seconds=1")
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert proc.stderr == "error: --seconds, --vgg_weights are not flags of bench.py stage2 " \
+                          "(see --help)\n"
+    help_text = _bench("--help")
+    assert help_text.returncode == 0 and help_text.stdout.startswith("Benchmarks, one subcommand")
+    assert "--set: stage1, stage2: override a preset setting" in help_text.stdout
 
 
 def test_bench_stage2_prints_every_part():

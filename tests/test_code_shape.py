@@ -11,7 +11,7 @@ from conftest import REPO
 
 # Lowest first. A module may import from its own layer and the layers before it.
 LAYERS = [
-    ["kp_tf", "kp_tf.config", "kp_tf.cli", "kp_tf.conventions"],
+    ["kp_tf", "kp_tf.config", "kp_tf.cli", "kp_tf.progress", "kp_tf.conventions"],
     ["kp_tf.pretrained"],
     ["kp_tf.layers", "kp_tf.losses", "kp_tf.viz"],
     ["kp_tf.data"],
@@ -21,8 +21,8 @@ LAYERS = [
     ["kp_tf.serving", "kp_tf.inference"],
     ["kp_tf.evaluation"],
     ["kp_tf.stages"],
-    ["kp_tf.train", "kp_tf.export", "kp_tf.predict", "kp_tf.evaluate", "kp_tf.fvd",
-     "kp_tf.animate", "kp_tf.interpolate"],
+    ["kp_tf.make_tfrecords", "kp_tf.train", "kp_tf.export", "kp_tf.predict", "kp_tf.evaluate",
+     "kp_tf.fvd", "kp_tf.animate", "kp_tf.interpolate"],
 ]
 MAX_FUNCTION_LINES = 80
 

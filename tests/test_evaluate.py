@@ -461,13 +461,17 @@ def test_motion_baselines_class_median_misses_motion_only_some_clips_carry():
     assert median_disp[0, -1, 2, 1] == pytest.approx(0.25, abs=0.02)
 
 
-def test_motion_baselines_command_on_a_run(tiny_run, capsys):
+def test_motion_baselines_on_a_run(tiny_run, tmp_path):
+    """What `python -m kp_tf.evaluation.motion_baselines` computes and prints (the command
+    itself runs in test_console)."""
     from kp_tf.evaluation import motion_baselines as mb
 
-    assert mb.main([f"--logdir={tiny_run.logdir}", "--frames=4"]) == 0
-    out = capsys.readouterr().out
-    for name in ("class_mean", "nearest_k0", "real_control"):
-        assert f"{name}: " in out and "/6 rows on the diagonal" in out
     report = mb.run(tiny_run.logdir, frames=4)
     assert report["frames"] == 4 and report["N_test"] == 4 and report["N_train"] == 8
     assert np.asarray(report["class_mean"]["matrix"]).shape == (6, 6)
+    lines = mb.format_report(report).splitlines()
+    for name in ("class_mean", "class_median", "nearest_k0", "real_control"):
+        rows = report[name]["row_min_on_diagonal"]
+        assert f"{name:>12}: {sum(rows)}/6 rows on the diagonal {rows}" in lines
+    with pytest.raises(FileNotFoundError, match="no trained motion stage"):
+        mb.run(str(tmp_path))

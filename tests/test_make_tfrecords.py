@@ -1,8 +1,8 @@
-"""The dataset registry, fit_clip, `datasets.convert` and the tools/make_tfrecords.py command."""
+"""The dataset registry, fit_clip, `datasets.convert` and the make_tfrecords command."""
 
 import csv
-import importlib.util
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
+from PIL import Image
 
 from kp_tf.data import datasets, readers, tfrecords
 from kp_tf.data.clip import Clip
 
-from conftest import REPO, require_shared
+from conftest import REPO, command_env, require_shared, tensorflow_log_lines
 from test_readers import (corrupt, empty, flat_frames, make_penn, random_frames, truncate,
                           write_frame_folder, write_gif, write_mp4, write_strip)
 
@@ -231,50 +231,101 @@ def test_weizmann_conversion(tmp_path):
         first.frames, readers.read_strip(root / "clips" / f"{first.clip_id}.png").frames)
 
 
+# --- GIF delays ---------------------------------------------------------------------------------
+
+def write_merged_gif(path, frames):
+    """A GIF as Pillow's writer makes it: consecutive identical frames stored as one frame
+    shown longer (40 ms a frame). Returns the number of frames stored."""
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+    with Image.open(path) as gif:
+        return gif.n_frames
+
+
+def still_stretch_video(h=16, w=16):
+    """8 frames, 5 distinct: A A A B C C C D (stretches of 3 still frames)."""
+    distinct = random_frames(t=4, h=h, w=w, seed=7)
+    return distinct[[0, 0, 0, 1, 2, 2, 2, 3]]
+
+
+def test_convert_counts_the_frames_gif_delays_add(tmp_path):
+    src = tmp_path / "src"
+    for split in ("train", "test"):
+        (src / split).mkdir(parents=True)
+    video = still_stretch_video()
+    assert write_merged_gif(src / "train" / "still.gif", video) == 4  # 4 frames dropped
+    write_gif(src / "train" / "moving.gif", random_frames(t=5, h=16, w=16, seed=1))
+    write_gif(src / "test" / "t.gif", random_frames(t=3, h=16, w=16, seed=2))
+    lines = []
+    manifest = datasets.convert("mgif", str(src), str(tmp_path / "out"), resolution=16,
+                                log=lines.append, show_progress=False)
+    train = manifest["splits"]["train"]
+    assert train["frames"] == 8 + 5 and train["gif_clips"] == 2
+    assert train["gif_expanded_frames"] == 4
+    assert manifest["splits"]["test"]["gif_expanded_frames"] == 0
+    timing = manifest["gif_timing"]
+    assert (timing["gif_clips"], timing["clips_with_expanded_frames"],
+            timing["expanded_frames"]) == (3, 1, 4)
+    assert "train: 2 clips, 13 frames (4 frames added from GIF delays)" in lines
+    assert "test: 1 clip, 3 frames (0 frames added from GIF delays)" in lines
+    assert ("GIF delays: 4 frames added to 1 of 3 GIFs"
+            in datasets.format_summary(manifest))
+    still = {c.clip_id: c for c in read_clips(tmp_path / "out", "train")}["still"]
+    np.testing.assert_array_equal(still.frames, video)
+
+
+def test_convert_without_gifs_records_no_gif_timing(tmp_path):
+    manifest = datasets.convert("synthetic", out=str(tmp_path / "out"), num_train=2,
+                                num_test=1, num_frames=4, log=None)
+    assert manifest["gif_timing"] is None and "gif_clips" not in manifest["splits"]["train"]
+    assert "GIF delays" not in datasets.format_summary(manifest)
+
+
 # --- the command line -------------------------------------------------------------------------
 
 def run_tool(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    """tools/make_tfrecords.py (the launcher of kp_tf.make_tfrecords) as a user runs it;
+    output decoded as it is (text=True would turn a carriage return into a newline)."""
+    proc = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True,
+                          env=command_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
+    proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
+    return proc
 
 
 def test_tool_converts_good_files_and_names_bad_one(tmp_path):
     src = tmp_path / "src"
     make_gif_folder(src, good=2, bad=[("broken.gif", corrupt)])
+    write_merged_gif(src / "train" / "still.gif", still_stretch_video())
     result = run_tool("--dataset=mgif", f"--src={src}", f"--out={tmp_path / 'out'}",
                       "--resolution=16")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and not tensorflow_log_lines(result.stderr)
     assert "broken.gif" in result.stdout and "skipped: 1" in result.stdout
     assert "clips/s" in result.stdout and "frames/s" in result.stdout
+    assert "GIF delays: 4 frames added to 1 of 4 GIFs" in result.stdout
+    # A log gets plain progress lines (the first at once, the last with the rate), no bar.
+    assert "\r" not in result.stdout
+    assert re.search(r"^train: 1/4 clips \(25%\)$", result.stdout, re.MULTILINE)
+    assert re.search(r"^train: 4/4 clips \(100%\), [0-9.]+ (clips/s|s/clip), took \d+ s$",
+                     result.stdout, re.MULTILINE), result.stdout
     manifest = tfrecords.load_manifest(tmp_path / "out")
-    assert manifest["splits"]["train"]["clips"] == 2
+    assert manifest["splits"]["train"]["clips"] == 3
+    assert manifest["gif_timing"]["expanded_frames"] == 4
     # Another process, same input: same bytes (the Example's feature map order is canonical).
     again = datasets.convert("mgif", str(src), str(tmp_path / "again"), resolution=16, log=None)
     assert again["splits"] == manifest["splits"]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("make_tfrecords", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tool_fails_when_nothing_converts(tmp_path, capsys):
-    # In-process (a private FlagValues) to spare a second TensorFlow start-up.
+def test_tool_fails_with_one_line_when_nothing_converts(tmp_path):
     src = tmp_path / "src"
     for split in ("train", "test"):
         (src / split).mkdir(parents=True)
         corrupt(src / split / "x.gif")
-    tool = load_tool()
-    fv = flags.FlagValues()
-    tool.define_flags(fv)
-    fv(["make_tfrecords", "--dataset=mgif", f"--src={src}", f"--out={tmp_path / 'out'}"])
-    assert tool.main(["make_tfrecords"], fv) != 0
-    err = capsys.readouterr().err
-    assert "nothing converted" in err and "x.gif" in err
+    result = run_tool("--dataset=mgif", f"--src={src}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "nothing converted" in result.stderr and "x.gif" in result.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
-    fv(["make_tfrecords", "--dataset=mgif", f"--src={tmp_path / 'missing'}"])
-    assert tool.main(["make_tfrecords"], fv) != 0
-    assert "missing not found" in capsys.readouterr().err
+    result = run_tool("--dataset=mgif", f"--src={tmp_path / 'missing'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "missing not found" in result.stderr

@@ -95,6 +95,29 @@ def test_read_gif_exact_frames(tmp_path):
     assert clip.meta["source"].endswith("walk.gif")
 
 
+def test_gif_frame_repeats_follow_the_delays():
+    np.testing.assert_array_equal(readers.gif_frame_repeats([40, 80, 120, None, 0, 70]),
+                                  [1, 2, 3, 1, 1, 2])  # 70 / 40 = 1.75 rounds to 2
+    np.testing.assert_array_equal(readers.gif_frame_repeats([None, None]), [1, 1])
+    np.testing.assert_array_equal(readers.gif_frame_repeats([100, 100, 100]), [1, 1, 1])
+
+
+def test_read_gif_expands_frames_shown_longer(tmp_path):
+    """A GIF whose writer stored still stretches as longer frames reads back at full length."""
+    distinct = random_frames(t=4, seed=3)
+    video = distinct[[0, 0, 0, 1, 2, 2, 3, 3, 3, 3]]
+    path = write_gif(tmp_path / "still.gif", video)  # Pillow merges the repeated frames
+    with Image.open(path) as gif:
+        assert gif.n_frames == 4
+    clip = readers.read_gif(path)
+    np.testing.assert_array_equal(clip.frames, video)
+    assert clip.meta["gif_frames"] == 4 and clip.meta["gif_expanded_frames"] == 6
+    assert clip.meta["gif_frame_ms"] == 40
+    stored = readers.read_gif(path, by_duration=False)
+    np.testing.assert_array_equal(stored.frames, distinct)
+    assert stored.meta["gif_expanded_frames"] == 0
+
+
 def test_read_gif_palette_with_transparency_drops_alpha(tmp_path):
     frames = random_frames(t=3)
     images = []

@@ -171,7 +171,12 @@ def test_rejects_unknown_split_and_background(kwargs):
         synthetic.generate_clip(0, **kwargs)
 
 
-def test_main_writes_gif_previews(tmp_path):
-    synthetic.main([f"--out={tmp_path}", "--count=2", "--num_frames=6", "--scale=1"])
+def test_write_previews_writes_gif_previews(tmp_path):
+    from kp_tf.data import readers
+
+    paths = synthetic.write_previews(str(tmp_path), 2, num_frames=6, size=32, scale=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train_000000_wave1.gif",
                                                           "train_000001_wave2.gif"]
+    # Every frame is in the file, each the clip beside its joints.
+    clip = readers.read_gif(paths[0])
+    assert clip.frames.shape == (6, 32, 64, 3)

@@ -379,6 +379,38 @@ def test_non_finite_error_without_any_checkpoint(tmp_path):
     assert checkpoint_steps(os.path.join(logdir, "checkpoints")) == []
 
 
+def test_progress_in_a_log_is_plain_lines(tmp_path, capsys):
+    """With stdout not a terminal (pytest's capture, as a redirected log), fit prints a line at
+    the first step, every `summary_every` steps and at the end; no carriage-return bar."""
+
+    class Counting:
+        def __init__(self):
+            self.w = tf.Variable(0.0)
+
+        def checkpoint_objects(self):
+            return {"w": self.w}
+
+        def learning_rate(self, step):
+            return 1e-4
+
+        def train_step(self, batch):
+            self.w.assign_add(batch)
+            return {"loss": self.w * 1.0, "_hidden": self.w * 0.0}
+
+    loop.fit(Counting(), lambda start: tf.data.Dataset.from_tensors(1.0).repeat(), steps=7,
+             logdir=str(tmp_path / "motion"), strategy=tf.distribute.get_strategy(),
+             checkpoint_every=100, summary_every=3, image_summary_every=100)
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x08" not in out
+    lines = out.splitlines()
+    # Step s has loss s; each line shows the mean since the previous one.
+    timing = r"(, [0-9.]+ (steps/s|s/step))?(, ETA \d+ s|, took \d+ s)?$"
+    assert [re.sub(timing, "", line) for line in lines] == [
+        "motion: 1/7 steps (14%), loss 1", "motion: 4/7 steps (57%), loss 3",
+        "motion: 7/7 steps (100%), loss 6"], out
+    assert re.search(r", ETA \d+ s$", lines[1]) and re.search(r", took \d+ s$", lines[2])
+
+
 # --- 5. MirroredStrategy over two CPUs == one device --------------------------------------
 
 _MIRRORED = textwrap.dedent(r"""

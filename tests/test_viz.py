@@ -121,6 +121,27 @@ def test_gif_round_trip(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+def test_gif_round_trip_keeps_still_stretches(tmp_path):
+    """write_gif → read_gif gives back every frame in order, still stretches included (Pillow's
+    own writer would merge them into fewer, longer frames)."""
+    from kp_tf.data import readers
+
+    rng = np.random.default_rng(0)
+    distinct = rng.integers(0, 256, (5, 12, 16, 3), dtype=np.uint8)
+    order = [0, 0, 0, 1, 2, 2, 3, 3, 3, 3, 4, 0, 0]
+    path = tmp_path / "still.gif"
+    viz.write_gif(str(path), distinct[order], fps=8)
+    with Image.open(path) as gif:
+        assert gif.n_frames == len(order) and gif.info.get("loop") == 0
+        assert gif.info.get("duration") == 120  # round(100 / 8) hundredths of a second
+    clip = readers.read_gif(path)
+    assert clip.num_frames == len(order) and clip.meta["gif_expanded_frames"] == 0
+    # Median-cut palettes are lossy on noise: each frame must be nearest its own original.
+    distance = np.abs(clip.frames[:, None].astype(int) - distinct[None].astype(int)).mean((2, 3, 4))
+    assert distance.argmin(axis=1).tolist() == order
+    assert distance.min(axis=1).max() < 10 < np.sort(distance, axis=1)[:, 1].min()
+
+
 def test_mp4_round_trip(tmp_path):
     path = tmp_path / "clip.mp4"
     frames = _moving_square(t=6)

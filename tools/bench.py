@@ -8,14 +8,15 @@
   stage2 the stage-2 training step (motion generator + sequence discriminator) and the
          generator's forward pass, on random keypoint sequences.
 
-Adding a benchmark: write `def bench_NAME(argv: list[str]) -> None` (parse its own flags
-with `argparse`, print its figures) and register it in COMMANDS. `timed_rate` and
+Each flag below says which benchmarks take it; giving one to another benchmark is an error.
+
+Adding a benchmark: write `def bench_NAME() -> None` (read its flags from FLAGS, print its
+figures), define its own flags below and register both in COMMANDS. `timed_rate` and
 `temporary_dataset` are there to share.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -24,17 +25,45 @@ import tempfile
 import time
 from typing import Callable, Iterable, Iterator
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The checkout this file is in, whatever kp_tf the environment has installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from kp_tf import cli  # noqa: E402  (kp_tf before TensorFlow: it sets TF_ENABLE_ONEDNN_OPTS)
+
+if __name__ == "__main__":
+    cli.quiet_tensorflow_logs()  # before TensorFlow is imported: its start-up lines too
 
 import numpy as np  # noqa: E402
-
-import kp_tf  # noqa: E402,F401  (before TensorFlow: it sets TF_ENABLE_ONEDNN_OPTS)
 import tensorflow as tf  # noqa: E402
 
 from kp_tf import config  # noqa: E402
 from kp_tf.data import pipeline, tfrecords  # noqa: E402
 from kp_tf.data.clip import Clip  # noqa: E402
+
+flags.DEFINE_string("preset", "synthetic", "All: the preset the figures are for.")
+flags.DEFINE_integer("batch_size", None, "data: the stage-1 batch (default 16, fixed rather "
+                     "than the preset's so that figures stay comparable when presets change; "
+                     "pairs/s barely depends on it). stage1, stage2: the training batch "
+                     "(default, or 0: the preset's).", lower_bound=0)
+flags.DEFINE_integer("calls", None, "stage1, stage2: timed calls per figure (default 10 for "
+                     "stage1, 20 for stage2).", lower_bound=1)
+flags.DEFINE_multi_string("set", [], "stage1, stage2: override a preset setting NAME=VALUE, "
+                          "as the train flag --NAME=VALUE (repeatable), e.g. "
+                          "--set=detector_downsample=2.")
+flags.DEFINE_string("vgg_weights", "imagenet", "stage1: 'none' for random VGG weights (same "
+                    "cost, no weights file).")
+flags.DEFINE_string("precision", "", "stage1: float32, mixed_bfloat16 or auto; default: the "
+                    "preset's.")
+flags.DEFINE_string("data_dir", "", "data: a converted dataset to read (default: a temporary "
+                    "synthetic one).")
+flags.DEFINE_string("split", "train", "data: the split read.")
+flags.DEFINE_string("pseudo_label_dir", "", "data: pseudo-labels for stage 2 (default: "
+                    "temporary random ones).")
+flags.DEFINE_integer("clips", 24, "data: clips per temporary dataset.", lower_bound=1)
+flags.DEFINE_float("seconds", 4.0, "data: time per measurement.", lower_bound=0.1)
+FLAGS = flags.FLAGS
 
 
 # --- shared helpers ------------------------------------------------------------------------
@@ -144,56 +173,44 @@ def _batch_rate(ds: tf.data.Dataset, key: str, seconds: float) -> float:
     return timed_rate(iter(ds), lambda b: int(b[key].shape[0]), seconds, warmup=3)[0]
 
 
-def bench_data(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="bench.py data", description="Input pipeline figures.")
-    parser.add_argument("--data_dir", default="",
-                        help="A converted dataset to read (default: a temporary synthetic one).")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--pseudo_label_dir", default="",
-                        help="Pseudo-labels for stage 2 (default: temporary random ones).")
-    parser.add_argument("--preset", default="synthetic")
-    parser.add_argument("--batch_size", type=int, default=16,
-                        help="Stage-1 batch (fixed rather than the preset's, so figures stay "
-                             "comparable when presets change; pairs/s barely depends on it).")
-    parser.add_argument("--clips", type=int, default=24, help="Clips per temporary dataset.")
-    parser.add_argument("--seconds", type=float, default=4.0, help="Time per measurement.")
-    args = parser.parse_args(argv)
-    cfg = config.load_preset(args.preset, batch_size=args.batch_size)
+def bench_data() -> None:
+    """Input pipeline figures."""
+    cfg = config.load_preset(FLAGS.preset, batch_size=FLAGS.batch_size or 16)
     sizes = [cfg.image_size] + ([128] if cfg.image_size != 128 else [])
-    print(f"bench data: preset {args.preset}, batch {cfg.batch_size}, "
+    print(f"bench data: preset {FLAGS.preset}, batch {cfg.batch_size}, "
           f"stage-2 batch {cfg.stage2_batch_size}, {os.cpu_count()} CPUs, TF {tf.__version__}")
 
     with contextlib.ExitStack() as stack:
-        if args.data_dir:
-            resolution = tfrecords.load_manifest(args.data_dir).get("resolution", cfg.image_size)
-            data_dirs = {int(resolution): args.data_dir}
+        if FLAGS.data_dir:
+            resolution = tfrecords.load_manifest(FLAGS.data_dir).get("resolution", cfg.image_size)
+            data_dirs = {int(resolution): FLAGS.data_dir}
         else:
             data_dirs = {}
             for size in sizes:
                 data_dir, elapsed, frames = stack.enter_context(
-                    temporary_dataset(args.clips, size))
+                    temporary_dataset(FLAGS.clips, size))
                 data_dirs[size] = data_dir
                 print(f"synthetic generation {size:4d}px: {frames / elapsed:8.1f} frames/s "
                       f"({frames} frames)")
         for size, data_dir in data_dirs.items():
-            clips, frames = _read_rate(data_dir, args.split, args.seconds)
+            clips, frames = _read_rate(data_dir, FLAGS.split, FLAGS.seconds)
             print(f"TFRecord read+decode {size:4d}px: {clips:8.1f} clips/s  "
                   f"{frames:8.1f} frames/s")
         for size, data_dir in data_dirs.items():
             for augment in (True, False):
                 c = cfg.replace(image_size=size, augment=augment, data_dir=data_dir)
-                rate = _batch_rate(pipeline.stage1_pairs(c, args.split), "reference",
-                                   args.seconds)
+                rate = _batch_rate(pipeline.stage1_pairs(c, FLAGS.split), "reference",
+                                   FLAGS.seconds)
                 print(f"stage-1 pairs        {size:4d}px, batch {c.batch_size}, "
                       f"augment {'on ' if augment else 'off'}: {rate:8.1f} pairs/s")
 
-        labels_dir = args.pseudo_label_dir
+        labels_dir = FLAGS.pseudo_label_dir
         if not labels_dir:
             labels_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="kp_bench_"))
-            write_pseudo_labels(labels_dir, args.split, max(args.clips, 64), 96,
+            write_pseudo_labels(labels_dir, FLAGS.split, max(FLAGS.clips, 64), 96,
                                 cfg.num_keypoints)
-        rate = _batch_rate(pipeline.stage2_sequences(cfg, labels_dir, args.split),
-                           "sequence", args.seconds)
+        rate = _batch_rate(pipeline.stage2_sequences(cfg, labels_dir, FLAGS.split),
+                           "sequence", FLAGS.seconds)
         print(f"stage-2 sequences    L={cfg.sequence_length}, K={cfg.num_keypoints}, "
               f"batch {cfg.stage2_batch_size}: {rate:8.1f} sequences/s")
 
@@ -213,53 +230,37 @@ def _ms_per_call(fn, args, calls: int, warmup: int = 2) -> float:
     return 1000.0 * (time.perf_counter() - start) / calls
 
 
-def _step_parser(name: str, description: str, calls: int) -> argparse.ArgumentParser:
-    """The flags every training-step benchmark takes."""
-    parser = argparse.ArgumentParser(prog=f"bench.py {name}", description=description)
-    parser.add_argument("--preset", default="synthetic")
-    parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's.")
-    parser.add_argument("--calls", type=int, default=calls, help="Timed calls per figure.")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="Override a preset setting, as the train flag --NAME=VALUE "
-                             "(repeatable), e.g. --set=detector_downsample=2.")
-    return parser
-
-
-def _step_config(args, batch_field: str, **overrides) -> config.Config:
+def _step_config(batch_field: str, **overrides) -> config.Config:
     """The preset with `--set` overrides, then `overrides`, then `--batch_size` into
     `batch_field`."""
     values = {}
-    for item in args.set:
+    for item in FLAGS.set:
         try:
             name, value = config.parse_setting(item)
         except ValueError as e:
-            raise SystemExit(f"--set {item!r}: {e}") from None
+            raise cli.UserError(f"--set {item!r}: {e}") from None
         values[name] = value
     values.update(overrides)
-    if args.batch_size:
-        values[batch_field] = args.batch_size
-    cfg = config.load_preset(args.preset, **values)
+    if FLAGS.batch_size:
+        values[batch_field] = FLAGS.batch_size
+    cfg = config.load_preset(FLAGS.preset, **values)
     from kp_tf.training import loop
 
     loop.configure_determinism(cfg.deterministic)  # --set deterministic=true: its cost per step
     return cfg
 
 
-def bench_stage1(argv: list[str]) -> None:
+def bench_stage1() -> None:
+    """Stage-1 step time and its parts."""
     from kp_tf.training.keypoint_trainer import KeypointTrainer
 
-    parser = _step_parser("stage1", "Stage-1 step time and its parts.", calls=10)
-    parser.add_argument("--vgg_weights", default="imagenet",
-                        help="'none' for random VGG weights (same cost, no weights file).")
-    parser.add_argument("--precision", default="",
-                        help="float32, mixed_bfloat16 or auto; default: the preset's.")
-    args = parser.parse_args(argv)
-    overrides = {"vgg_weights": args.vgg_weights}
-    if args.precision:
-        overrides["precision"] = args.precision
-    cfg = _step_config(args, "batch_size", **overrides)
+    calls = FLAGS.calls or 10
+    overrides = {"vgg_weights": FLAGS.vgg_weights}
+    if FLAGS.precision:
+        overrides["precision"] = FLAGS.precision
+    cfg = _step_config("batch_size", **overrides)
     b, s = cfg.batch_size, cfg.image_size
-    print(f"bench stage1: preset {args.preset}, batch {b}, {s}x{s}, K {cfg.num_keypoints}, "
+    print(f"bench stage1: preset {FLAGS.preset}, batch {b}, {s}x{s}, K {cfg.num_keypoints}, "
           f"equivariance {cfg.lambda_equivariance}, detector downsample "
           f"{cfg.detector_downsample}, {os.cpu_count()} CPUs, TF {tf.__version__}")
     trainer = KeypointTrainer(cfg)
@@ -299,17 +300,18 @@ def bench_stage1(argv: list[str]) -> None:
          tf.function(lambda x: trainer.discriminator(x, training=True)), (plain["target"],)),
     ]
     for name, fn, fn_args in parts:
-        print(f"{name:<56} {_ms_per_call(fn, fn_args, args.calls):8.1f} ms")
+        print(f"{name:<56} {_ms_per_call(fn, fn_args, calls):8.1f} ms")
 
 
-def bench_stage2(argv: list[str]) -> None:
+def bench_stage2() -> None:
+    """Stage-2 step time and its parts."""
     from kp_tf.training.motion_trainer import MotionTrainer
 
-    args = _step_parser("stage2", "Stage-2 step time and its parts.", calls=20).parse_args(argv)
-    cfg = _step_config(args, "stage2_batch_size")
+    calls = FLAGS.calls or 20
+    cfg = _step_config("stage2_batch_size")
     b, t, k, a = (cfg.stage2_batch_size, cfg.sequence_length, cfg.num_keypoints,
                   cfg.num_actions)
-    print(f"bench stage2: preset {args.preset}, batch {b}, {t} steps, K {k}, LSTM "
+    print(f"bench stage2: preset {FLAGS.preset}, batch {b}, {t} steps, K {k}, LSTM "
           f"{cfg.lstm_layers}x{cfg.lstm_units}, {os.cpu_count()} CPUs, TF {tf.__version__}")
     trainer = MotionTrainer(cfg)
     rng = np.random.default_rng(0)
@@ -326,26 +328,42 @@ def bench_stage2(argv: list[str]) -> None:
          tf.function(lambda x: trainer.discriminator(x, training=True)), (batch["sequence"],)),
     ]
     for name, fn, fn_args in parts:
-        print(f"{name:<56} {_ms_per_call(fn, fn_args, args.calls):8.1f} ms")
+        print(f"{name:<56} {_ms_per_call(fn, fn_args, calls):8.1f} ms")
 
 
 # --- entry point ---------------------------------------------------------------------------
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {
-    "data": bench_data,
-    "stage1": bench_stage1,
-    "stage2": bench_stage2,
+_COMMON_FLAGS = ("preset", "batch_size")
+# Each benchmark and the flags it takes besides the common ones.
+COMMANDS: dict[str, tuple[Callable[[], None], tuple[str, ...]]] = {
+    "data": (bench_data, ("data_dir", "split", "pseudo_label_dir", "clips", "seconds")),
+    "stage1": (bench_stage1, ("calls", "set", "vgg_weights", "precision")),
+    "stage2": (bench_stage2, ("calls", "set")),
 }
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        print(f"\nusage: bench.py {{{','.join(COMMANDS)}}} [--flags]", file=sys.stderr)
-        return 2
-    COMMANDS[argv[0]](argv[1:])
+    names = ", ".join(COMMANDS)
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        given = f" (got {' '.join(argv[1:])})" if len(argv) > 1 else ""
+        raise cli.UserError(f"name one benchmark: {names}{given}")
+    bench, own = COMMANDS[argv[1]]
+    others = sorted({f for _, fs in COMMANDS.values() for f in fs} - set(own) - set(_COMMON_FLAGS))
+    misplaced = [f"--{f}" for f in others if FLAGS[f].present]
+    if misplaced:
+        verb = "is not a flag" if len(misplaced) == 1 else "are not flags"
+        raise cli.UserError(f"{', '.join(misplaced)} {verb} of bench.py {argv[1]} (see --help)")
+    if FLAGS.preset not in config.available_presets():
+        raise cli.UserError(f"unknown preset {FLAGS.preset!r}; presets: "
+                            f"{', '.join(config.available_presets())}")
+    bench()
     return 0
 
 
+def console_main() -> None:
+    """`python tools/bench.py NAME [--flags]`."""
+    cli.run(main, takes_arguments=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    console_main()

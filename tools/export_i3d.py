@@ -1,7 +1,6 @@
-"""Export the I3D Kinetics-400 network as a TF2 SavedModel usable in place of the TF-Hub module.
+"""Exports the I3D Kinetics-400 network as a TF2 SavedModel usable in place of the TF-Hub module.
 
-    python tools/export_i3d.py --weights=../shared/weights/i3d_kinetics400_rgb_scratch.npz \
-        --out=/tmp/i3d_kinetics400
+    python tools/export_i3d.py --weights=../shared/weights/i3d_kinetics400_rgb_scratch.npz --out=/tmp/i3d_kinetics400
 
 The result is called like `hub.load("https://tfhub.dev/deepmind/i3d-kinetics-400/1")`:
 `hub.load(out).signatures["default"](videos)["default"]` → logits [N, 400] for float32 videos
@@ -12,30 +11,37 @@ the network; with it, the official handle and this export give the same FVD.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The checkout this file is in, whatever kp_tf the environment has installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from kp_tf import cli  # noqa: E402
+
+flags.DEFINE_string("weights", None, "i3d_kinetics400_rgb_scratch.npz (230 arrays, original "
+                    "variable names).")
+flags.DEFINE_string("out", None, "SavedModel folder to write.")
+flags.DEFINE_boolean("check", False, "Reload the export with tensorflow_hub and run one video "
+                     "through it.")
+flags.mark_flags_as_required(["weights", "out"])
+FLAGS = flags.FLAGS
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True,
-                        help="i3d_kinetics400_rgb_scratch.npz (230 arrays, original variable names)")
-    parser.add_argument("--out", required=True, help="SavedModel folder to write")
-    parser.add_argument("--check", action="store_true",
-                        help="reload the export with tensorflow_hub and run one video through it")
-    args = parser.parse_args(argv)
+def main(argv) -> int:
+    del argv
+    import time
 
     from kp_tf.evaluation.i3d import export_savedmodel
 
+    if not os.path.isfile(FLAGS.weights):
+        raise cli.UserError(f"{FLAGS.weights}: no such weights file")
     start = time.time()
-    out = export_savedmodel(args.weights, args.out)
+    out = export_savedmodel(FLAGS.weights, FLAGS.out)
     print(f"wrote {out} ({time.time() - start:.1f} s)")
-    if args.check:
+    if FLAGS.check:
         import numpy as np
         import tensorflow as tf
         import tensorflow_hub as hub
@@ -45,5 +51,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def console_main() -> None:
+    """`python tools/export_i3d.py --weights=NPZ --out=DIR`."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -10,20 +10,24 @@ on zeros, so a preset whose export only runs under tf.saved_model.load is caught
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The checkout this file is in, whatever kp_tf the environment has installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from kp_tf import cli  # noqa: E402
 
 PRESETS = ("synthetic", "weizmann", "penn", "mgif", "nemo", "tiny")
 MB = 1e6
+
+flags.DEFINE_boolean("check", False, "Also run every signature in a tf.compat.v1.Session.")
+FLAGS = flags.FLAGS
 
 
 def folder_bytes(path: str) -> int:
@@ -76,17 +80,21 @@ def check_in_session(model_dir: str, cfg) -> None:
                 raise RuntimeError(f"{model_dir}: {key} returned non-finite values")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("presets", nargs="*", default=list(PRESETS))
-    parser.add_argument("--check", action="store_true",
-                        help="also run every signature in a tf.compat.v1.Session")
-    args = parser.parse_args(argv)
+def main(argv) -> int:
+    """One Markdown row per preset named in argv[1:] (default: all of PRESETS)."""
+    from kp_tf import config
+
+    presets = argv[1:] or list(PRESETS)
+    unknown = [p for p in presets if p not in config.available_presets()]
+    if unknown:
+        raise cli.UserError(f"unknown preset{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(unknown)}; presets: "
+                            f"{', '.join(config.available_presets())}")
     print("| preset | S | K | parameters | export MB | variables/ MB | saved_model.pb MB |"
-          + (" session run |" if args.check else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if args.check else ""))
+          + (" session run |" if FLAGS.check else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if FLAGS.check else ""))
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.presets:
+        for name in presets:
             out = os.path.join(tmp, name)
             start = time.perf_counter()
             cfg, params = export_preset(name, out)
@@ -94,11 +102,17 @@ def main(argv=None) -> None:
                    f"| {folder_bytes(out) / MB:.1f} "
                    f"| {folder_bytes(os.path.join(out, 'variables')) / MB:.1f} "
                    f"| {os.path.getsize(os.path.join(out, 'saved_model.pb')) / MB:.1f} |")
-            if args.check:
+            if FLAGS.check:
                 check_in_session(out, cfg)
                 row += " ok |"
             print(row + f"  <!-- {time.perf_counter() - start:.0f} s -->", flush=True)
+    return 0
+
+
+def console_main() -> None:
+    """`python tools/export_sizes.py [PRESET ...] [--check]`."""
+    cli.run(main, takes_arguments=True)
 
 
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -4,8 +4,12 @@
 it and yields `(source, Clip | ClipReadError)`, so one bad file is reported and skipped instead
 of ending the walk. `convert(...)` fits every clip to the dataset resolution (`fit_clip`),
 writes `{split}-{i:05d}-of-{n:05d}.tfrecord` shards and `manifest.json` (see
-`kp_tf.data.tfrecords`), and is what `tools/make_tfrecords.py` and the training command's
-automatic data preparation (`ensure_converted`) both call.
+`kp_tf.data.tfrecords`), and is what `python -m kp_tf.make_tfrecords` and the training
+command's automatic data preparation (`ensure_converted`) both call. GIFs are read by their
+frame delays (`readers.read_gif`): the frames that adds are counted in the manifest.
+
+The registry imports no TensorFlow (the writing functions import it when they run), so that a
+command can list the datasets in its flags before TensorFlow starts.
 
 Raw layouts (`src` is the dataset root):
   mgif        src/{train,test}/*.gif (as published by Siarohin et al.)
@@ -29,8 +33,8 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from kp_tf import progress
 from kp_tf.data import readers
-from kp_tf.data import tfrecords
 from kp_tf.data.clip import Clip
 from kp_tf.data.readers import ClipReadError
 
@@ -242,6 +246,29 @@ def iter_clips(spec: DatasetSpec, src, split: str, *, count: Optional[int] = Non
         raise ValueError(f"dataset {spec.name!r}: unknown layout {spec.layout!r}")
 
 
+def count_candidates(spec: DatasetSpec, src, split: str, *,
+                     count: Optional[int] = None) -> Optional[int]:
+    """How many items `iter_clips` yields for `split` (clips and errors), from the file listing
+    or the split file alone; None when that cannot be read (`iter_clips` then says why)."""
+    try:
+        if spec.layout == "synthetic":
+            return count if count is not None else (1000 if split == "train" else 100)
+        if spec.layout == "folder":
+            return len(readers.folder_entries(_split_dir(src, split)))
+        if spec.layout == "penn":
+            return len(readers.read_penn_split(src, split))
+        if spec.layout == "weizmann":
+            return sum(row["split"] == split for row in readers.read_weizmann_labels(src))
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+GIF_TIMING_RULE = ("GIF frames are read by their delays: a frame shown k times as long as the "
+                   "shortest counts k times (kp_tf.data.readers.read_gif), so a still stretch "
+                   "that the GIF's writer stored as one longer frame keeps its length")
+
+
 # --- conversion ------------------------------------------------------------------------------
 
 class ConversionError(RuntimeError):
@@ -260,7 +287,7 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
             resolution: Optional[int] = None, clips_per_shard: int = 64,
             splits: Sequence[str] = SPLITS, num_train: int = 1000, num_test: int = 100,
             num_frames: int = 48, seed: int = 0,
-            log: Optional[Callable[[str], None]] = print) -> dict:
+            log: Optional[Callable[[str], None]] = print, show_progress: bool = True) -> dict:
     """Converts a raw dataset (or generates the synthetic one) into TFRecord shards + manifest.
 
     Every split is written under temporary names and all splits are renamed into place only
@@ -276,7 +303,10 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
       splits: which splits to convert; other splits of an earlier conversion of the same
         dataset and resolution in `out` are kept in the manifest.
       num_train, num_test, num_frames, seed: synthetic datasets only.
-      log: called with progress and skip messages (None: silent).
+      log: called with skip messages and each split's summary (None: silent, and no
+        progress either).
+      show_progress: a bar with an ETA on a terminal, a line every 100 clips or 30 s in a log
+        (kp_tf.progress), on stdout.
 
     Returns:
       The manifest (also written to `out/manifest.json`).
@@ -286,48 +316,27 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
       FileNotFoundError: a split folder / split file / labels.csv is missing.
       ConversionError: no clip at all could be converted; `out` is left as it was.
     """
+    from kp_tf.data import tfrecords
+
+    show_progress = show_progress and log is not None
     log = log or (lambda _: None)
     spec = get_spec(dataset, resolution)
     out = str(out or os.path.join("data", spec.name))
-    if spec.has_source:
-        if not src:
-            raise ValueError(f"dataset {spec.name!r} needs --src, the folder of the raw copy")
-        if not Path(src).is_dir():
-            raise ValueError(f"source folder {src} not found")
-    if not splits:
-        raise ValueError("no splits to convert")
+    options = _conversion_options(spec, src, splits, clips_per_shard, num_train, num_test,
+                                  num_frames, seed)
     counts = {"train": num_train}
-
-    options = {"clips_per_shard": int(clips_per_shard), "splits": list(splits)}
-    if not spec.has_source:
-        options.update(num_train=int(num_train), num_test=int(num_test),
-                       num_frames=int(num_frames), seed=int(seed), background=spec.background)
 
     start = time.perf_counter()
     writers: dict[str, tfrecords.ShardWriter] = {}
     skipped: list[dict] = []
+    gifs: dict[str, dict] = {}
     try:
         for split in splits:
-            writer = writers[split] = tfrecords.ShardWriter(out, split, clips_per_shard)
-            seen: set[str] = set()
-            split_start = time.perf_counter()
-            for source, item in iter_clips(spec, src, split, count=counts.get(split, num_test),
-                                           num_frames=num_frames, seed=seed):
-                if isinstance(item, Clip) and item.clip_id in seen:
-                    item = ClipReadError(source, f"duplicate clip id {item.clip_id!r} in {split}")
-                if not isinstance(item, Clip):
-                    reason = _describe_error(source, item)
-                    skipped.append({"split": split, "file": source, "reason": reason})
-                    log(f"  skipped {source}: {reason}")
-                    continue
-                seen.add(item.clip_id)
-                writer.write(fit_clip(item, spec.resolution))
-                if writer.num_clips % 100 == 0:
-                    rate = writer.num_clips / max(time.perf_counter() - split_start, 1e-9)
-                    log(f"  {split}: {writer.num_clips} clips, {writer.num_frames} frames "
-                        f"({rate:.1f} clips/s)")
-            log(f"{split}: {writer.num_clips} clips, {writer.num_frames} frames"
-                + (f", {sum(s['split'] == split for s in skipped)} skipped" if skipped else ""))
+            writers[split] = tfrecords.ShardWriter(out, split, clips_per_shard)
+            gifs[split] = _convert_split(spec, src, split, writers[split],
+                                         count=counts.get(split, num_test),
+                                         num_frames=num_frames, seed=seed, skipped=skipped,
+                                         log=log, show_progress=show_progress)
         total_clips = sum(w.num_clips for w in writers.values())
         if total_clips == 0:
             raise ConversionError(
@@ -335,23 +344,93 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
                 + (f"all {len(skipped)} candidate files failed (first: {skipped[0]['file']}: "
                    f"{skipped[0]['reason']})" if skipped else "no clips found")
                 + f"; {out} left unchanged")
-        split_info = {}
-        for split, writer in writers.items():
-            split_info[split] = {
-                "clips": writer.num_clips,
-                "frames": writer.num_frames,
-                "min_frames": writer.min_frames or 0,
-                "max_frames": writer.max_frames or 0,
-                "shards": writer.commit(),
-            }
+        split_info = {split: _split_info(writer, gifs[split])
+                      for split, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
-    elapsed = time.perf_counter() - start
-    total_frames = sum(s["frames"] for s in split_info.values())
+    manifest = _manifest(spec, src, options, skipped, gifs, split_info,
+                         time.perf_counter() - start)
+    _keep_earlier_splits(out, spec, manifest)
+    manifest["splits"].update(split_info)
+    tfrecords.write_manifest(out, manifest)
+    return manifest
 
-    manifest = {
+
+def _conversion_options(spec: DatasetSpec, src, splits, clips_per_shard: int, num_train: int,
+                        num_test: int, num_frames: int, seed: int) -> dict:
+    """The manifest's record of the options; ValueError for a source or splits that cannot
+    be converted."""
+    if spec.has_source:
+        if not src:
+            raise ValueError(f"dataset {spec.name!r} needs --src, the folder of the raw copy")
+        if not Path(src).is_dir():
+            raise ValueError(f"source folder {src} not found")
+    if not splits:
+        raise ValueError("no splits to convert")
+    options = {"clips_per_shard": int(clips_per_shard), "splits": list(splits)}
+    if not spec.has_source:
+        options.update(num_train=int(num_train), num_test=int(num_test),
+                       num_frames=int(num_frames), seed=int(seed), background=spec.background)
+    return options
+
+
+def _convert_split(spec: DatasetSpec, src, split: str, writer, *, count: int, num_frames: int,
+                   seed: int, skipped: list, log, show_progress: bool) -> dict:
+    """Writes the clips of one split through `writer` (a tfrecords.ShardWriter), fitted to the
+    resolution; adds its bad files to `skipped` and logs them and the split's summary.
+    Returns its GIF counts: {"clips": GIFs read, "expanded_clips": those with frames added
+    from their delays, "expanded_frames": frames added}."""
+    seen: set[str] = set()
+    gif = {"clips": 0, "expanded_clips": 0, "expanded_frames": 0}
+    bar = progress.Progress(count_candidates(spec, src, split, count=count), "clip",
+                            label=split, every=100, seconds=30.0, enabled=show_progress)
+    for done, (source, item) in enumerate(
+            iter_clips(spec, src, split, count=count, num_frames=num_frames, seed=seed), 1):
+        if isinstance(item, Clip) and item.clip_id in seen:
+            item = ClipReadError(source, f"duplicate clip id {item.clip_id!r} in {split}")
+        if not isinstance(item, Clip):
+            reason = _describe_error(source, item)
+            skipped.append({"split": split, "file": source, "reason": reason})
+            bar.clear()  # the message on a line of its own, not after the bar
+            log(f"  skipped {source}: {reason}")
+            bar.update(done)
+            continue
+        seen.add(item.clip_id)
+        if "gif_frames" in item.meta:
+            added = item.meta["gif_expanded_frames"]
+            gif["clips"] += 1
+            gif["expanded_clips"] += added > 0
+            gif["expanded_frames"] += added
+        writer.write(fit_clip(item, spec.resolution))
+        bar.update(done)
+    bar.close()
+    split_skipped = sum(s["split"] == split for s in skipped)
+    log(f"{split}: {progress.plural(writer.num_clips, 'clip')}, "
+        f"{progress.plural(writer.num_frames, 'frame')}"
+        + (f" ({progress.plural(gif['expanded_frames'], 'frame')} added from GIF delays)"
+           if gif["clips"] else "")
+        + (f", {split_skipped} skipped" if skipped else ""))
+    return gif
+
+
+def _split_info(writer, gif: dict) -> dict:
+    """A split's manifest entry; commits the writer's shards."""
+    info = {"clips": writer.num_clips, "frames": writer.num_frames,
+            "min_frames": writer.min_frames or 0, "max_frames": writer.max_frames or 0,
+            "shards": writer.commit()}
+    if gif["clips"]:
+        info.update(gif_clips=gif["clips"], gif_expanded_frames=gif["expanded_frames"])
+    return info
+
+
+def _manifest(spec: DatasetSpec, src, options: dict, skipped: list, gifs: dict,
+              split_info: dict, elapsed: float) -> dict:
+    """The manifest of a conversion that took `elapsed` seconds; its "splits" still empty."""
+    total_clips = sum(s["clips"] for s in split_info.values())
+    total_frames = sum(s["frames"] for s in split_info.values())
+    return {
         "format": "kp_tf clip TFRecords: one tf.train.Example per clip, PNG frames, "
                   "joints in [-1, 1] (see kp_tf/data/tfrecords.py)",
         "format_version": FORMAT_VERSION,
@@ -369,26 +448,38 @@ def convert(dataset: str, src: Optional[str] = None, out: Optional[str] = None, 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "splits": {},
         "skipped": skipped,
+        "gif_timing": _gif_timing(gifs),
         "conversion": {
             "seconds": round(elapsed, 3),
             "clips_per_second": round(total_clips / max(elapsed, 1e-9), 2),
             "frames_per_second": round(total_frames / max(elapsed, 1e-9), 1),
         },
     }
-    # Keep the other splits of an earlier conversion of the same thing (their shards are
-    # untouched); anything else in an old manifest describes data that no longer matches.
+
+
+def _keep_earlier_splits(out: str, spec: DatasetSpec, manifest: dict) -> None:
+    """Copies into `manifest` the splits of an earlier conversion of the same thing in `out`
+    (their shards are untouched); anything else in an old manifest describes data that no
+    longer matches."""
+    from kp_tf.data import tfrecords
+
     try:
         old = tfrecords.load_manifest(out)
     except (FileNotFoundError, ValueError):
-        old = None
-    if (old and old.get("dataset") == spec.name and old.get("resolution") == spec.resolution
+        return
+    if (old.get("dataset") == spec.name and old.get("resolution") == spec.resolution
             and old.get("format_version") == FORMAT_VERSION):
-        for split, info in old.get("splits", {}).items():
-            if split not in split_info:
-                manifest["splits"][split] = info
-    manifest["splits"].update(split_info)
-    tfrecords.write_manifest(out, manifest)
-    return manifest
+        manifest["splits"].update(old.get("splits", {}))
+
+
+def _gif_timing(gifs: dict) -> Optional[dict]:
+    """The manifest's record of the frames that GIF delays added; None when no GIF was read."""
+    clips = sum(g["clips"] for g in gifs.values())
+    if not clips:
+        return None
+    return {"rule": GIF_TIMING_RULE, "gif_clips": clips,
+            "clips_with_expanded_frames": sum(g["expanded_clips"] for g in gifs.values()),
+            "expanded_frames": sum(g["expanded_frames"] for g in gifs.values())}
 
 
 def format_summary(manifest: dict, data_dir: Optional[str] = None) -> str:
@@ -404,9 +495,17 @@ def format_summary(manifest: dict, data_dir: Optional[str] = None) -> str:
     lines.append(f"  joints ({len(joints)}): {', '.join(joints) if joints else '-'}")
     for split, info in manifest["splits"].items():
         size = sum(s.get("bytes", 0) for s in info["shards"])
-        lines.append(f"  {split:>5}: {info['clips']:5d} clips, {info['frames']:7d} frames "
+        lines.append(f"  {split:>5}: {progress.plural(info['clips'], 'clip'):>11}, "
+                     f"{progress.plural(info['frames'], 'frame'):>14} "
                      f"({info['min_frames']}-{info['max_frames']} per clip), "
-                     f"{len(info['shards'])} shard(s), {size / 2**20:.1f} MiB")
+                     f"{progress.plural(len(info['shards']), 'shard')}, "
+                     f"{size / 2**20:.1f} MiB")
+    timing = manifest.get("gif_timing")
+    if timing:
+        lines.append(f"  GIF delays: {progress.plural(timing['expanded_frames'], 'frame')} "
+                     f"added to {timing['clips_with_expanded_frames']} of "
+                     f"{progress.plural(timing['gif_clips'], 'GIF')} (a frame shown k times "
+                     f"as long as the shortest counts k times)")
     skipped = manifest.get("skipped", [])
     lines.append(f"  skipped: {len(skipped)}")
     lines.extend(f"    {s['file']}: {s['reason']}" for s in skipped)
@@ -433,6 +532,8 @@ def ensure_converted(dataset: str, data_dir: Optional[str] = None, src: Optional
       **options: passed to `convert` (resolution, clips_per_shard, num_train, num_test,
         num_frames, seed, log).
     """
+    from kp_tf.data import tfrecords
+
     spec = get_spec(dataset, options.get("resolution"))
     data_dir = data_dir or os.path.join("data", spec.name)
     try:
@@ -465,6 +566,8 @@ def generated_by_other_version(manifest: dict) -> bool:
 
 
 def _manifest_matches(manifest: dict, spec: DatasetSpec, options: dict, data_dir: str) -> bool:
+    from kp_tf.data import tfrecords
+
     if (manifest.get("dataset") != spec.name or manifest.get("resolution") != spec.resolution
             or manifest.get("format_version") != FORMAT_VERSION
             or generated_by_other_version(manifest)):

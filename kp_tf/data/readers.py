@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from kp_tf.data.clip import Clip
+from kp_tf.progress import plural
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
@@ -134,12 +135,34 @@ def load_image(path) -> np.ndarray:
         raise ClipReadError(path, f"cannot decode image: {e}") from e
 
 
-def read_gif(path, *, clip_id: Optional[str] = None) -> Clip:
-    """All frames of an animated GIF, RGB (palette resolved, alpha dropped).
+def gif_frame_repeats(durations) -> np.ndarray:
+    """How many video frames each stored GIF frame stands for: int [N], from the delays in ms.
+
+    A GIF writer may store a still stretch as one frame shown k times as long (Pillow merges
+    consecutive identical frames so), so a frame shown k times as long as the shortest
+    stands for k frames (k rounded to the nearest integer, at least 1). Frames without a
+    delay (none given, or 0) count once, and so does every frame when none has a delay.
+    """
+    d = np.array([float(x) if x else 0.0 for x in durations], np.float64)
+    positive = d[d > 0]
+    if positive.size == 0:
+        return np.ones(len(d), np.int64)
+    return np.where(d > 0, np.maximum(1, np.rint(d / positive.min())), 1).astype(np.int64)
+
+
+def read_gif(path, *, clip_id: Optional[str] = None, by_duration: bool = True) -> Clip:
+    """All frames of an animated GIF, RGB (palette resolved, alpha dropped), in time order.
+
+    With `by_duration`, a frame shown k times as long as the shortest is repeated k times
+    (`gif_frame_repeats`), so that a clip whose writer merged identical frames keeps its
+    length and timing. The clip's meta records `gif_frames` (frames stored in the file),
+    `gif_expanded_frames` (frames added by the repeats) and `gif_frame_ms` (the shortest
+    delay, None when the file gives none).
 
     Args:
       path: the .gif file.
       clip_id: defaults to the file stem.
+      by_duration: False keeps one frame per stored frame.
 
     Raises:
       ClipReadError: missing, empty, corrupt or truncated file.
@@ -156,14 +179,22 @@ def read_gif(path, *, clip_id: Optional[str] = None) -> Clip:
     # trailer byte ';' is what tells a complete file from one cut at a frame boundary.
     if not data.rstrip(b"\x00").endswith(b";"):
         raise ClipReadError(path, "truncated GIF (no trailer)")
+    frames, durations = [], []
     try:
         with Image.open(path) as image:
-            frames = [_pil_to_rgb(f) for f in ImageSequence.Iterator(image)]
+            for frame in ImageSequence.Iterator(image):
+                frames.append(_pil_to_rgb(frame))
+                # Pillow keeps a frame's own delay in info and drops it for a frame without one.
+                durations.append(frame.info.get("duration"))
     except Exception as e:
         raise ClipReadError(path, f"cannot decode GIF: {e}") from e
     if not frames:
         raise ClipReadError(path, "GIF has no frames")
-    return _make_clip(path, np.stack(frames), clip_id)
+    repeats = gif_frame_repeats(durations) if by_duration else np.ones(len(frames), np.int64)
+    positive = [d for d in durations if d]
+    meta = {"gif_frames": len(frames), "gif_expanded_frames": int(repeats.sum()) - len(frames),
+            "gif_frame_ms": min(positive) if positive else None}
+    return _make_clip(path, np.repeat(np.stack(frames), repeats, axis=0), clip_id, meta=meta)
 
 
 def read_video(path, *, clip_id: Optional[str] = None) -> Clip:
@@ -361,7 +392,7 @@ def read_penn_clip(root, video_id, label: Optional[int] = None) -> Clip:
         if a.ndim != 2 or a.shape[1] != nj:
             raise ClipReadError(mat_path, f"field {name!r} has shape {a.shape}, expected [T, {nj}]")
     if not x.shape[0] == y.shape[0] == vis.shape[0] == clip.num_frames:
-        raise ClipReadError(mat_path, f"labels cover {x.shape[0]} frames but "
+        raise ClipReadError(mat_path, f"labels cover {plural(x.shape[0], 'frame')} but "
                                       f"{root / 'frames' / vid} holds {clip.num_frames}")
     action = _mat_string(mat["action"])
     action_idx = PENN_CLASSES.index(action) if action in PENN_CLASSES else -1
@@ -410,11 +441,17 @@ def read_weizmann_clip(root, row: dict) -> Clip:
                                   f"{WEIZMANN_CLASSES}")
     clip = read_strip(path)
     if str(row.get("frames", "")).strip() and int(row["frames"]) != clip.num_frames:
-        raise ClipReadError(path, f"strip holds {clip.num_frames} frames, labels.csv says "
-                                  f"{row['frames']}")
+        raise ClipReadError(path, f"strip holds {plural(clip.num_frames, 'frame')}, labels.csv "
+                                  f"says {row['frames']}")
     clip.label = WEIZMANN_CLASSES.index(row["action"])
     clip.meta.update(action=row["action"], actor=row["actor"])
     return clip
+
+
+def folder_entries(folder) -> list[Path]:
+    """The entries `iter_folder` yields, naturally sorted: everything but hidden ones."""
+    return sorted((p for p in Path(folder).iterdir() if not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))
 
 
 def iter_folder(folder, extensions: Iterable[str] = CLIP_EXTENSIONS, allow_dirs: bool = True):
@@ -423,11 +460,8 @@ def iter_folder(folder, extensions: Iterable[str] = CLIP_EXTENSIONS, allow_dirs:
     Hidden entries are ignored; anything else that is not a supported clip is yielded as a
     ClipReadError, so that stray files are reported rather than silently dropped.
     """
-    folder = Path(folder)
     extensions = tuple(e.lower() for e in extensions)
-    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
-                     key=lambda p: natural_key(p.name))
-    for p in entries:
+    for p in folder_entries(folder):
         if p.is_dir():
             if not allow_dirs:
                 yield str(p), ClipReadError(p, "a folder, but this dataset takes only "

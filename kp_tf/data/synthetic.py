@@ -7,12 +7,12 @@ orthographically and rendered with anti-aliasing (drawn at `_SUPERSAMPLE`× and
 box-downsampled). A clip is a pure function of (seed, split, index, size, num_frames,
 background), so the dataset needs no download and its ground-truth joints are exact.
 
-Run `python -m kp_tf.data.synthetic --out=DIR --count=N` to write GIF previews.
+Run `python -m kp_tf.data.synthetic --out=DIR [--count=N]` to write GIF previews: each clip
+beside itself with its joints drawn.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Iterator
 
@@ -365,30 +365,60 @@ def generate_split(split: str, count: int, *, seed: int = 0, size: int = 64, num
                             background=background)
 
 
-def main(argv=None) -> None:
-    """Writes `count` GIF previews: each clip beside the same clip with its joints drawn."""
+def write_previews(out: str, count: int = 6, *, split: str = "train", seed: int = 0,
+                   size: int = 64, num_frames: int = 48, background: str = "plain",
+                   scale: int = 3) -> list[str]:
+    """Writes `count` GIF previews into `out`, each clip beside the same clip with its joints
+    drawn, `scale` times enlarged; returns their paths (`<clip_id>_<action>.gif`)."""
     from kp_tf import viz
-    from kp_tf.data.tfrecords import pixels_to_normalized
+    from kp_tf.conventions import pixels_to_normalized
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="Folder for the GIFs.")
-    parser.add_argument("--count", type=int, default=6, help="Clips to write (6 = one per action).")
-    parser.add_argument("--split", default="train", choices=tuple(SPLIT_SEED_OFFSETS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--num_frames", type=int, default=48)
-    parser.add_argument("--background", default="plain", choices=BACKGROUNDS)
-    parser.add_argument("--scale", type=int, default=3, help="Integer upscaling of the GIFs.")
-    args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    for clip in generate_split(args.split, args.count, seed=args.seed, size=args.size,
-                               num_frames=args.num_frames, background=args.background):
-        keypoints = pixels_to_normalized(clip.joints, args.size, args.size)
-        video = viz.keypoint_video(clip.frames, keypoints, scale=args.scale)
-        path = os.path.join(args.out, f"{clip.clip_id}_{clip.meta['action']}.gif")
-        viz.write_gif(path, video, fps=12)
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    for clip in generate_split(split, count, seed=seed, size=size, num_frames=num_frames,
+                               background=background):
+        keypoints = pixels_to_normalized(clip.joints, size, size)
+        video = viz.keypoint_video(clip.frames, keypoints, scale=scale)
+        paths.append(os.path.join(out, f"{clip.clip_id}_{clip.meta['action']}.gif"))
+        viz.write_gif(paths[-1], video, fps=12)
+    return paths
+
+
+def _define_flags() -> None:
+    """The preview command's flags; only when run as __main__ (see `console_main`)."""
+    from absl import flags
+
+    flags.DEFINE_string("out", None, "Folder for the GIFs.")
+    flags.DEFINE_integer("count", 6, "Clips to write (6 = one per action).", lower_bound=1)
+    flags.DEFINE_enum("split", "train", list(SPLIT_SEED_OFFSETS), "Split the clips come from.")
+    flags.DEFINE_integer("seed", 0, "Dataset seed.")
+    flags.DEFINE_integer("size", 64, "Frame size in pixels.", lower_bound=8)
+    flags.DEFINE_integer("num_frames", 48, "Frames per clip.", lower_bound=1)
+    flags.DEFINE_enum("background", "plain", list(BACKGROUNDS), "Background kind.")
+    flags.DEFINE_integer("scale", 3, "Integer upscaling of the GIFs.", lower_bound=1)
+    flags.mark_flag_as_required("out")
+
+
+def main(argv) -> int:
+    """Writes the previews the flags ask for and prints their paths."""
+    del argv
+    from absl import flags
+
+    fv = flags.FLAGS
+    for path in write_previews(fv.out, fv.count, split=fv.split, seed=fv.seed, size=fv.size,
+                               num_frames=fv.num_frames, background=fv.background,
+                               scale=fv.scale):
         print(path)
+    return 0
+
+
+def console_main() -> None:
+    """Defines the flags and runs the preview command (`python -m kp_tf.data.synthetic`)."""
+    from kp_tf import cli
+
+    _define_flags()
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -40,6 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from kp_tf import conventions
+from kp_tf.progress import plural
 
 CLASSIFIER_DIR = "action_classifier"
 DEFAULT_FRAMES = 16
@@ -342,8 +343,8 @@ def train_classifier(data_dir: str, settings: ClassifierSettings,
             "final_train_loss": float(history.history["loss"][-1]),
             "final_train_accuracy": float(history.history["accuracy"][-1]),
             "test_accuracy": tests, "data": fingerprint, "tensorflow": tf.__version__}
-    log(f"action classifier: {steps_done} steps in {seconds:.0f} s; real test accuracy "
-        + ", ".join(f"{k} {v['accuracy']:.3f} (N={v['N']})" for k, v in tests.items()))
+    log(f"action classifier: {plural(steps_done, 'step')} in {seconds:.0f} s; real test "
+        "accuracy " + ", ".join(f"{k} {v['accuracy']:.3f} (N={v['N']})" for k, v in tests.items()))
     return ActionClassifier(model, info)
 
 

@@ -146,8 +146,13 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """Defines the flags and runs the command (`python -m kp_tf.evaluation.aggregate`)."""
     from kp_tf import cli
 
     _define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -5,6 +5,10 @@ Detect the K learned keypoints on frames of the train split, fit a linear map wi
 the test split and report the mean Euclidean joint error in pixels and in % of the image
 width, and the fraction of joints within 6 px at 128×128 (scaled to the image size: Shih et
 al.'s accuracy). The reference is the error of always predicting the train split's mean pose.
+
+    python -m kp_tf.evaluation.keypoints --logdir=RUN [--data_dir=DIR] [--gif=PATH]
+
+prints the report as JSON (the run's stage-1 detector on its data, or on --data_dir).
 """
 
 from __future__ import annotations
@@ -13,12 +17,16 @@ import glob
 import json
 import os
 
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+from kp_tf import cli
 
-from kp_tf import conventions
-from kp_tf.data import tfrecords
+if __name__ == "__main__":
+    cli.quiet_tensorflow_logs()  # before TensorFlow is imported: its start-up lines too
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kp_tf import conventions  # noqa: E402
+from kp_tf.data import tfrecords  # noqa: E402
 
 
 def detect_split(detector, data_dir: str, split: str, image_size: int, *,
@@ -125,29 +133,53 @@ def write_overlay_gif(detector, w, data_dir: str, image_size: int, path: str, cl
     return path
 
 
+def _define_flags() -> None:
+    """The command's flags; only when run as __main__, so that importing this module beside
+    another command's (tests, the evaluation) defines nothing."""
+    from absl import flags
+
+    flags.DEFINE_string("logdir", None, "Run folder (holds keypoints/).")
+    flags.DEFINE_string("data_dir", "", "TFRecords with joints (default: the run's data_dir).")
+    flags.DEFINE_integer("max_train_clips", 300, "Train clips used to fit the regressor.",
+                         lower_bound=1)
+    flags.DEFINE_integer("frame_stride", 4, "Use every n-th frame.", lower_bound=1)
+    flags.DEFINE_string("gif", "", "Write a keypoint-overlay GIF here.")
+    flags.mark_flag_as_required("logdir")
+
+
 def main(argv):
     del argv
+    from absl import flags
+
     from kp_tf import run_folder
 
-    cfg = run_folder.read_config(os.path.join(FLAGS.logdir, "keypoints"))
-    checkpoint = run_folder.latest_checkpoint(os.path.join(FLAGS.logdir, "keypoints"))
-    detector = run_folder.restore_detector(cfg, checkpoint)
-    data_dir = FLAGS.data_dir or cfg.resolved_data_dir
-    report = evaluate_keypoints(detector, data_dir, cfg.image_size,
-                                max_train_clips=FLAGS.max_train_clips, frame_stride=FLAGS.frame_stride)
+    fv = flags.FLAGS
+    stage_dir = os.path.join(fv.logdir, "keypoints")
+    try:
+        cfg = run_folder.read_stage_config(fv.logdir, "keypoints")
+        checkpoint = run_folder.latest_checkpoint(stage_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"no stage-1 checkpoint in {stage_dir}")
+        detector = run_folder.restore_detector(cfg, checkpoint)
+        data_dir = fv.data_dir or cfg.resolved_data_dir
+        report = evaluate_keypoints(detector, data_dir, cfg.image_size,
+                                    max_train_clips=fv.max_train_clips,
+                                    frame_stride=fv.frame_stride)
+    except (FileNotFoundError, ValueError) as e:  # no run, no shards, no joints in the data
+        raise cli.UserError(str(e)) from e
     w = report.pop("_regressor")
     report["checkpoint"] = checkpoint
     print(json.dumps(report, indent=2))
-    if FLAGS.gif:
-        print("overlay:", write_overlay_gif(detector, w, data_dir, cfg.image_size, FLAGS.gif))
+    if fv.gif:
+        print("overlay:", write_overlay_gif(detector, w, data_dir, cfg.image_size, fv.gif))
+    return 0
+
+
+def console_main() -> None:
+    """Defines the flags and runs the command (`python -m kp_tf.evaluation.keypoints`)."""
+    _define_flags()
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("logdir", None, "Run folder (holds keypoints/).")
-    flags.DEFINE_string("data_dir", "", "TFRecords with joints (default: the run's data_dir).")
-    flags.DEFINE_integer("max_train_clips", 300, "Train clips used to fit the regressor.")
-    flags.DEFINE_integer("frame_stride", 4, "Use every n-th frame.")
-    flags.DEFINE_string("gif", "", "Write a keypoint-overlay GIF here.")
-    flags.mark_flag_as_required("logdir")
-    FLAGS = flags.FLAGS
-    app.run(main)
+    console_main()

@@ -23,7 +23,6 @@ Run: `python -m kp_tf.evaluation.motion_baselines --logdir=runs/synthetic [--fra
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Optional
 
@@ -96,9 +95,15 @@ def baselines(train, train_labels, test, test_labels, num_classes: int) -> dict:
 
 
 def run(logdir: str, frames: Optional[int] = 16) -> dict:
+    """The report of `baselines` on a run's pseudo-labels, with the run and the counts.
+
+    Raises:
+      FileNotFoundError: the run has no trained stage 2 (motion/config.json).
+      ValueError: a split without pseudo-labels, a class without training clips.
+    """
     from kp_tf import run_folder
 
-    cfg = run_folder.read_config(os.path.join(logdir, "motion"))
+    cfg = run_folder.read_stage_config(logdir, "motion")
     labels_dir = os.path.join(logdir, "pseudo_labels")
     # Training clips as stage 2 reads them (smoothed); test clips as detected, as evaluate does.
     train, train_labels = load_sequences(cfg, labels_dir, "train", cfg.pseudo_label_smoothing)
@@ -111,23 +116,54 @@ def run(logdir: str, frames: Optional[int] = 16) -> dict:
     return report
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kp_tf.evaluation.motion_baselines",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--logdir", required=True, help="a run with motion/config.json and pseudo_labels/")
-    p.add_argument("--frames", type=int, default=16, help="T steps after k_0, as evaluate's default")
-    args = p.parse_args(argv)
-    report = run(args.logdir, args.frames)
+def format_report(report: dict) -> str:
+    """The lines the command prints: each matrix's rows on the diagonal, the L1 to the clip's
+    own future, and the mean displacement per class."""
+    lines = []
     for name in ("class_mean", "class_median", "nearest_k0", "real_control"):
         rows = report[name]["row_min_on_diagonal"]
-        print(f"{name:>12}: {sum(rows)}/{len(rows)} rows on the diagonal {rows}")
-    print(f"nearest_k0 L1 to the clip's own future {report['nearest_k0_l1_to_own_future']:.4f} "
-          f"(repeating k_0: {report['repeat_k0_l1']:.4f})")
+        lines.append(f"{name:>12}: {sum(rows)}/{len(rows)} rows on the diagonal {rows}")
+    lines.append(f"nearest_k0 L1 to the clip's own future "
+                 f"{report['nearest_k0_l1_to_own_future']:.4f} "
+                 f"(repeating k_0: {report['repeat_k0_l1']:.4f})")
     disp = report["mean_abs_displacement"]
-    print("mean |k_t − k_0| per class: real", np.round(disp["real"], 4).tolist(),
-          "| class-mean predictor", np.round(disp["class_mean_predictor"], 4).tolist())
+    lines.append(f"mean |k_t − k_0| per class: real {np.round(disp['real'], 4).tolist()} "
+                 f"| class-mean predictor {np.round(disp['class_mean_predictor'], 4).tolist()}")
+    return "\n".join(lines)
+
+
+def _define_flags() -> None:
+    """The command's flags; only when run as __main__, so that importing this module beside
+    another command's (tests, the evaluation) defines nothing."""
+    from absl import flags
+
+    flags.DEFINE_string("logdir", None, "A run with motion/config.json and pseudo_labels/.")
+    flags.DEFINE_integer("frames", 16, "T, steps after k_0 (evaluate's default).", lower_bound=1)
+    flags.mark_flag_as_required("logdir")
+
+
+def main(argv) -> int:
+    del argv
+    from absl import flags
+
+    from kp_tf import cli
+
+    fv = flags.FLAGS
+    try:
+        report = run(fv.logdir, fv.frames)
+    except (FileNotFoundError, ValueError) as e:
+        raise cli.UserError(str(e)) from e
+    print(format_report(report))
     return 0
 
 
+def console_main() -> None:
+    """Defines the flags and runs the command (`python -m kp_tf.evaluation.motion_baselines`)."""
+    from kp_tf import cli
+
+    _define_flags()
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()

@@ -17,13 +17,17 @@ import glob
 import json
 import os
 
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+from kp_tf import cli
 
-from kp_tf import conventions
-from kp_tf.data import tfrecords
-from kp_tf.evaluation import metrics
+if __name__ == "__main__":
+    cli.quiet_tensorflow_logs()  # before TensorFlow is imported: its start-up lines too
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kp_tf import conventions  # noqa: E402
+from kp_tf.data import tfrecords  # noqa: E402
+from kp_tf.evaluation import metrics  # noqa: E402
 
 
 def held_out_pairs(data_dir: str, split: str, image_size: int, stride: int,
@@ -100,40 +104,60 @@ def write_grid(logdir: str, grid: dict, step: int, tag: str) -> None:
     writer.flush()
 
 
+def _define_flags() -> None:
+    """The command's flags; only when run as __main__, so that importing this module beside
+    another command's (tests, the evaluation) defines nothing."""
+    from absl import flags
+
+    flags.DEFINE_string("logdir", None, "Run folder (holds keypoints/).")
+    flags.DEFINE_string("data_dir", "", "TFRecords (default: the run's data_dir).")
+    flags.DEFINE_string("split", "test", "Held-out split.")
+    flags.DEFINE_integer("stride", 4, "Every n-th frame after frame 0 is a target.",
+                         lower_bound=1)
+    flags.DEFINE_integer("max_clips", None, "At most this many clips.", lower_bound=1)
+    flags.mark_flag_as_required("logdir")
+
+
 def main(argv):
     del argv
+    from absl import flags
+
     from kp_tf import losses
     from kp_tf import run_folder
 
-    stage_dir = os.path.join(FLAGS.logdir, "keypoints")
-    cfg = run_folder.read_config(stage_dir)
-    checkpoint = run_folder.latest_checkpoint(stage_dir)
-    if checkpoint is None:
-        raise SystemExit(f"error: no stage-1 checkpoint in {stage_dir}")
-    nets = run_folder.restore_stage1(cfg, checkpoint)
-    perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=cfg.vgg_weights)
-    data_dir = FLAGS.data_dir or cfg.resolved_data_dir
-    report, grid = evaluate_reconstruction(nets, perceptual, data_dir, FLAGS.split,
-                                           cfg.image_size, stride=FLAGS.stride,
-                                           max_clips=FLAGS.max_clips)
+    fv = flags.FLAGS
+    stage_dir = os.path.join(fv.logdir, "keypoints")
+    try:
+        cfg = run_folder.read_stage_config(fv.logdir, "keypoints")
+        checkpoint = run_folder.latest_checkpoint(stage_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"no stage-1 checkpoint in {stage_dir}")
+        nets = run_folder.restore_stage1(cfg, checkpoint)
+        perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list, weights=cfg.vgg_weights)
+        data_dir = fv.data_dir or cfg.resolved_data_dir
+        report, grid = evaluate_reconstruction(nets, perceptual, data_dir, fv.split,
+                                               cfg.image_size, stride=fv.stride,
+                                               max_clips=fv.max_clips)
+    except (FileNotFoundError, ValueError) as e:  # no run, no shards, no clip long enough
+        raise cli.UserError(str(e)) from e
     step = int(checkpoint.rsplit("-", 1)[-1])
     report.update(checkpoint=checkpoint, step=step)
-    write_grid(os.path.join(stage_dir, FLAGS.split), grid, step,
+    write_grid(os.path.join(stage_dir, fv.split), grid, step,
                "held_out/reference|target|translation|mask|kp(target)")
     text = json.dumps(report, indent=2)
-    tmp = os.path.join(stage_dir, f"reconstruction_{FLAGS.split}.json.tmp")
+    tmp = os.path.join(stage_dir, f"reconstruction_{fv.split}.json.tmp")
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, tmp[:-4])
     print(text)
+    return 0
+
+
+def console_main() -> None:
+    """Defines the flags and runs the command (`python -m kp_tf.evaluation.reconstruction`)."""
+    _define_flags()
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("logdir", None, "Run folder (holds keypoints/).")
-    flags.DEFINE_string("data_dir", "", "TFRecords (default: the run's data_dir).")
-    flags.DEFINE_string("split", "test", "Held-out split.")
-    flags.DEFINE_integer("stride", 4, "Every n-th frame after frame 0 is a target.")
-    flags.DEFINE_integer("max_clips", None, "At most this many clips.")
-    flags.mark_flag_as_required("logdir")
-    FLAGS = flags.FLAGS
-    app.run(main)
+    console_main()

@@ -29,6 +29,22 @@ from kp_tf.evaluation.test_clips import SAMPLINGS, EvaluationError
 METRICS = tuple(scores.METRICS)
 
 
+class _Evaluation(scores.Evaluation):
+    """scores.Evaluation whose progress over a set of videos (the FVD's I3D passes) is
+    kp_tf.progress's: Keras' bar, which the base class draws, is redrawn with carriage returns
+    even into a redirected log."""
+
+    def progress(self, items: list, label: str):
+        """`items`, with a bar (terminal) or lines every 30 s (log) when verbose."""
+        from kp_tf.progress import Progress
+
+        bar = Progress(len(items), "video", label=label, seconds=30.0, enabled=self.verbose)
+        for i, item in enumerate(items):
+            yield item
+            bar.update(i + 1)
+        bar.close()
+
+
 def parse_metrics(text: str | Sequence[str]) -> list[str]:
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
     if names == ["all"]:
@@ -86,16 +102,18 @@ def generate_sets(exported, clips, labels, frames: int, samples: int, seed: int,
     sets: {"detected", "sets", "model_videos", "model_keypoints"}."""
     from kp_tf.evaluation.test_clips import static_video
 
+    from kp_tf.progress import Progress, plural
+
     detected, model_videos, model_keypoints = [], [], []
     sets = {name: [] for name in ("real",) + SETS}
-    bar = None
     if verbose:
-        import keras
-
         s = exported.image_size
-        print(f"Generating static / oracle / {samples} model videos for {len(clips)} test clips "
-              f"({frames} frames, {s}×{s})", flush=True)
-        bar = keras.utils.Progbar(len(clips), unit_name="clip")
+        what = (f"static / oracle / {plural(samples, 'model video')}" if videos
+                else "detected keypoints")
+        print(f"Generating {what} for {plural(len(clips), 'test clip')} "
+              f"({plural(frames, 'frame')}, {s}×{s})", flush=True)
+    # A bar with an ETA on a terminal, a line every 30 s in a log (kp_tf.progress).
+    bar = Progress(len(clips), "clip", label="generation", seconds=30.0, enabled=verbose)
     for i, clip in enumerate(clips):
         video = clip["frames"]  # [T + 1, S, S, 3]
         kps = exported.detect(video)  # [T + 1, K, 2]
@@ -109,8 +127,8 @@ def generate_sets(exported, clips, labels, frames: int, samples: int, seed: int,
             model_videos.append(np.stack([v for v, _ in made]))
             model_keypoints.append(np.stack([k for _, k in made]))
             sets["model"].extend(v for v, _ in made)
-        if bar is not None:
-            bar.update(i + 1)
+        bar.update(i + 1)
+    bar.close()
     return {"detected": detected, "sets": sets, "model_videos": model_videos,
             "model_keypoints": model_keypoints}
 
@@ -174,7 +192,7 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         "metrics": active, "skipped": skipped,
         "sets": {name: {"N": len(made["sets"][name])} for name in ("real",) + SETS},
     }
-    ev = scores.Evaluation(
+    ev = _Evaluation(
         exported=exported, data_dir=data_dir, manifest=manifest, dataset=dataset, split=split,
         frames=frames, samples=samples, seed=seed, sampling=sampling, class_names=class_names,
         clips=clips, labels=labels, detected=made["detected"], sets=made["sets"],

@@ -16,6 +16,7 @@ import numpy as np
 from absl import logging
 
 from kp_tf.data import readers, tfrecords
+from kp_tf.progress import plural
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 STRIP_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -88,7 +89,8 @@ class VideoSource:
 
     def _take(self, name: str, video: np.ndarray):
         if video.shape[0] < self.frames:
-            self._skip(name, f"{video.shape[0]} frames, fewer than --frames={self.frames}")
+            self._skip(name, f"{plural(video.shape[0], 'frame')}, fewer than "
+                             f"--frames={self.frames}")
             return None
         self.used += 1
         return video[:self.frames]
@@ -140,8 +142,8 @@ class VideoSource:
                     name = f"{shard}#{index - 1} ({clip['clip_id'].numpy().decode()})"
                     pngs = clip["frames_png"]
                     if int(tf.shape(pngs)[0]) < self.frames:
-                        self._skip(name, f"{int(tf.shape(pngs)[0])} frames, fewer than "
-                                         f"--frames={self.frames}")
+                        self._skip(name, f"{plural(int(tf.shape(pngs)[0]), 'frame')}, fewer "
+                                         f"than --frames={self.frames}")
                         continue
                     video = tfrecords.decode_frames(pngs[:self.frames]).numpy()
                 except (tf.errors.OpError, ValueError) as e:

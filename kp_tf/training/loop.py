@@ -8,7 +8,8 @@ A trainer object provides:
   - `write_images(batch, step)` (optional): image summaries on a fixed batch.
 `fit` builds the distributed step, resumes from the newest checkpoint in the run folder,
 stops on a non-finite loss without overwriting the last good checkpoint, and saves on
-Ctrl-C, so a run killed at any moment continues from its last checkpoint.
+Ctrl-C, so a run killed at any moment continues from its last checkpoint. Its progress is
+Keras' bar on a terminal and a plain line now and then anywhere else (kp_tf.progress).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 
 import keras
 import tensorflow as tf
 from absl import logging
+
+from kp_tf import progress as progress_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -122,13 +126,65 @@ def adam(cfg):
     return keras.optimizers.Adam(exponential_decay(cfg), beta_1=cfg.beta1, beta_2=cfg.beta2)
 
 
+def _check_finite(losses: dict, step: int, last_checkpoint) -> None:
+    """Raises NonFiniteLossError naming the non-finite terms of `step` and what to do."""
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteLossError(
+            f"non-finite loss ({', '.join(f'{k}={losses[k]}' for k in bad)}) at step "
+            f"{step}; stopped without saving. The last good checkpoint is "
+            f"{last_checkpoint or 'none (nothing saved yet)'}; lower the "
+            f"learning rate or check the data, then rerun to resume from it.")
+
+
+def _write_scalars(writer, step: int, losses: dict, learning_rate: float,
+                   step_seconds: float) -> None:
+    """The losses (a leading "_" dropped from their names), the learning rate and the time of
+    the last step, as TensorBoard scalars of `step`."""
+    with writer.as_default(step=step):
+        for k, v in losses.items():
+            tf.summary.scalar(k.lstrip("_"), v)
+        tf.summary.scalar("learning_rate", learning_rate)
+        tf.summary.scalar("step_seconds", step_seconds)
+
+
+class _TrainingProgress:
+    """`fit`'s progress: Keras' bar on a terminal (stdout a tty), kp_tf.progress lines
+    elsewhere, nothing without `verbose`."""
+
+    def __init__(self, steps: int, start: int, label: str, every: int, seconds: float,
+                 verbose: bool):
+        self._bar = self._lines = None
+        if verbose and sys.stdout.isatty():
+            self._bar = keras.utils.Progbar(steps, stateful_metrics=None, unit_name="step")
+            self._bar.update(start)
+        else:
+            self._lines = progress_lib.Progress(steps, "step", start=start, label=label,
+                                                every=every, seconds=seconds, enabled=verbose)
+
+    def update(self, step: int, values: dict) -> None:
+        if self._bar is not None:
+            self._bar.update(step, values=list(values.items()))
+        else:
+            self._lines.update(step, values)
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+
+
 def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribute.Strategy,
         checkpoint_every: int, summary_every: int, image_summary_every: int,
-        xla: bool = False, verbose: bool = True) -> int:
+        xla: bool = False, verbose: bool = True, log_every_seconds: float = 60.0) -> int:
     """Trains until `steps`; returns the final step. Resumes from `logdir/checkpoints`.
 
     `make_dataset(start_step)` returns the global-batch tf.data.Dataset; it gets the resume step
     so that a resumed run does not replay the batches it already trained on.
+
+    With `verbose`, progress goes to stdout: on a terminal Keras' bar, elsewhere (a log, CI)
+    a line at the first step, then every `summary_every` steps or `log_every_seconds`,
+    whichever comes first, and at the end: step, the losses' means since the previous line,
+    the speed and the ETA, labelled with the stage (the last part of `logdir`).
     """
     os.makedirs(logdir, exist_ok=True)
     with strategy.scope():
@@ -164,9 +220,8 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
                 for k, v in losses.items()}
 
     writer = tf.summary.create_file_writer(os.path.join(logdir, "train"))
-    progress = keras.utils.Progbar(steps, stateful_metrics=None, verbose=1 if verbose else 0,
-                                   unit_name="step")
-    progress.update(start)
+    progress = _TrainingProgress(steps, start, os.path.basename(os.path.normpath(logdir)),
+                                 summary_every, log_every_seconds, verbose)
     last_time = time.perf_counter()
 
     def save(reason):
@@ -176,29 +231,20 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
     try:
         while current_step() < steps:
             losses = {k: float(v) for k, v in distributed_step(next(batches)).items()}
-            bad = [k for k, v in losses.items() if not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite loss ({', '.join(f'{k}={losses[k]}' for k in bad)}) at step "
-                    f"{current_step() + 1}; stopped without saving. The last good checkpoint is "
-                    f"{manager.latest_checkpoint or 'none (nothing saved yet)'}; lower the "
-                    f"learning rate or check the data, then rerun to resume from it.")
+            _check_finite(losses, current_step() + 1, manager.latest_checkpoint)
             step.assign_add(1)
             s = current_step()
             now = time.perf_counter()
             step_seconds, last_time = now - last_time, now
-            progress.update(s, values=[(k, v) for k, v in losses.items() if not k.startswith("_")])
+            progress.update(s, {k: v for k, v in losses.items() if not k.startswith("_")})
             if s % summary_every == 0 or s == steps:
-                with writer.as_default(step=s):
-                    for k, v in losses.items():
-                        tf.summary.scalar(k.lstrip("_"), v)
-                    tf.summary.scalar("learning_rate", float(trainer.learning_rate(s)))
-                    tf.summary.scalar("step_seconds", step_seconds)
+                _write_scalars(writer, s, losses, float(trainer.learning_rate(s)), step_seconds)
             if hasattr(trainer, "write_images") and (s % image_summary_every == 0 or s == steps):
                 with writer.as_default(step=s):
                     trainer.write_images(preview, s)
             if s % checkpoint_every == 0 or s == steps:
                 save("periodic" if s < steps else "final")
+        progress.close()
     except KeyboardInterrupt:
         save("interrupted")
         raise

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kp_tf import conventions, run_folder
+from kp_tf import conventions, progress, run_folder
 from kp_tf.data import pipeline, tfrecords
 
 MANIFEST = "manifest.json"
@@ -57,9 +57,20 @@ def is_current(out_dir: str, checkpoint: str) -> bool:
             and manifest.get("detector_fingerprint") == run_folder.checkpoint_fingerprint(checkpoint))
 
 
+def _clip_count(data_dir: str, split: str):
+    """The clips of `split` by the data folder's manifest; None without one (no ETA then)."""
+    try:
+        return tfrecords.load_manifest(data_dir)["splits"][split]["clips"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
 def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: str,
-                       splits=("train", "test")) -> dict:
-    """Labels every clip of `data_dir` and writes `out_dir/{split}-00000-of-00001.tfrecord`."""
+                       splits=("train", "test"), verbose: bool = False) -> dict:
+    """Labels every clip of `data_dir` and writes `out_dir/{split}-00000-of-00001.tfrecord`.
+
+    With `verbose`, each split's progress goes to stdout (kp_tf.progress: a bar with an ETA
+    on a terminal, a line every 100 clips or 30 s in a log)."""
     os.makedirs(out_dir, exist_ok=True)
     summary = {"detector_checkpoint": checkpoint,
                "detector_fingerprint": run_folder.checkpoint_fingerprint(checkpoint),
@@ -75,6 +86,9 @@ def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: s
         final = os.path.join(out_dir, f"{split}-00000-of-00001.tfrecord")
         tmp = final + ".tmp"
         clips = frames = 0
+        bar = progress.Progress(_clip_count(data_dir, split), "clip",
+                                label=f"pseudo-labels {split}", every=100, seconds=30.0,
+                                enabled=verbose)
         with tf.io.TFRecordWriter(tmp) as writer:
             # clip_sequences decodes the PNGs in a parallel map (graph mode), overlapping the
             # detector; eager decoding had taken a third of the time.
@@ -83,6 +97,8 @@ def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: s
                 writer.write(tfrecords.serialize_keypoints(clip_id, label, keypoints))
                 clips += 1
                 frames += len(keypoints)
+                bar.update(clips)
+        bar.close()
         os.replace(tmp, final)
         summary["splits"][split] = {"clips": clips, "frames": frames}
         logging.info("pseudo-labels %s: %d clips, %d frames", split, clips, frames)
