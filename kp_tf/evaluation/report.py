@@ -29,22 +29,6 @@ from kp_tf.evaluation.test_clips import SAMPLINGS, EvaluationError
 METRICS = tuple(scores.METRICS)
 
 
-class _Evaluation(scores.Evaluation):
-    """scores.Evaluation whose progress over a set of videos (the FVD's I3D passes) is
-    kp_tf.progress's: Keras' bar, which the base class draws, is redrawn with carriage returns
-    even into a redirected log."""
-
-    def progress(self, items: list, label: str):
-        """`items`, with a bar (terminal) or lines every 30 s (log) when verbose."""
-        from kp_tf.progress import Progress
-
-        bar = Progress(len(items), "video", label=label, seconds=30.0, enabled=self.verbose)
-        for i, item in enumerate(items):
-            yield item
-            bar.update(i + 1)
-        bar.close()
-
-
 def parse_metrics(text: str | Sequence[str]) -> list[str]:
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
     if names == ["all"]:
@@ -192,7 +176,7 @@ def evaluate(model_dir, dataset: Optional[str] = None, data_dir: Optional[str] =
         "metrics": active, "skipped": skipped,
         "sets": {name: {"N": len(made["sets"][name])} for name in ("real",) + SETS},
     }
-    ev = _Evaluation(
+    ev = scores.Evaluation(
         exported=exported, data_dir=data_dir, manifest=manifest, dataset=dataset, split=split,
         frames=frames, samples=samples, seed=seed, sampling=sampling, class_names=class_names,
         clips=clips, labels=labels, detected=made["detected"], sets=made["sets"],

@@ -89,17 +89,14 @@ class Evaluation:
         return np.repeat(self.labels, self.samples) if name == "model" else self.labels
 
     def progress(self, items: list, label: str):
-        """`items`, with a progress bar when verbose."""
-        if not self.verbose:
-            yield from items
-            return
-        import keras
+        """`items`, with a bar (terminal) or a line every 30 s (log) when verbose."""
+        from kp_tf.progress import Progress
 
-        print(label, flush=True)
-        bar = keras.utils.Progbar(len(items), unit_name="video")
+        bar = Progress(len(items), "video", label=label, seconds=30.0, enabled=self.verbose)
         for i, item in enumerate(items):
             yield item
             bar.update(i + 1)
+        bar.close()
 
 
 def mean_std(values) -> dict:
