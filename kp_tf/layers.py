@@ -7,6 +7,7 @@ pixel (left/top), +1 the centre of the last, as in the original code (from IMM).
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from kp_tf.conventions import keypoints_to_pixels
@@ -228,12 +229,30 @@ class DenseFlow(keras.layers.Layer):
         return tuple(candidates_shape[:3]) + (2,)
 
 
+def antialias_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """The weights [size_out, size_in] of shrinking one axis bilinearly with antialiasing, as
+    tf.image.resize(antialias=True) does (size_out < size_in): output i, centred at input
+    position c = (i + ½)·f with f = size_in / size_out, averages the inputs j with the
+    triangle weights max(0, 1 − |j + ½ − c| / f), renormalised to sum 1 where the triangle
+    reaches past the border."""
+    scale = size_in / size_out
+    centres = (np.arange(size_out) + 0.5) * scale
+    distance = np.abs(np.arange(size_in)[None, :] + 0.5 - centres[:, None]) / scale
+    weights = np.maximum(0.0, 1.0 - distance)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package="kp_tf")
 class ResizeFlow(keras.layers.Layer):
     """A backward flow → the same flow at another resolution: its displacement from the
     identity is resized bilinearly (with antialiasing when it shrinks) and added to the
     identity grid of the new size (resizing the coordinates themselves would pull the border
     inwards).
+
+    Shrinking is `antialias_matrix` applied along each axis, which is what
+    tf.image.resize(antialias=True) computes (its ScaleAndTranslate kernel), written as two
+    small matrix products because TFLite has no ScaleAndTranslate: with it the warp
+    translator at motion_scale 1 or 2 would need Flex ops (kp_tf.tflite_export).
 
     Args:
       size: the output resolution S.
@@ -250,8 +269,13 @@ class ResizeFlow(keras.layers.Layer):
         small = _grid(h, coordinates.dtype)
         xs, ys = ops.meshgrid(small, small)
         displacement = coordinates - ops.stack([xs, ys], axis=-1)[None]
-        displacement = ops.image.resize(displacement, (self.size, self.size),
-                                        interpolation="bilinear", antialias=self.size < h)
+        if self.size < h:
+            weights = ops.cast(antialias_matrix(h, self.size), displacement.dtype)
+            displacement = ops.einsum("ih,bhwc->biwc", weights, displacement)
+            displacement = ops.einsum("jw,biwc->bijc", weights, displacement)
+        else:
+            displacement = ops.image.resize(displacement, (self.size, self.size),
+                                            interpolation="bilinear")
         big = _grid(self.size, coordinates.dtype)
         xs, ys = ops.meshgrid(big, big)
         return displacement + ops.stack([xs, ys], axis=-1)[None]

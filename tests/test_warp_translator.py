@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kp_tf.layers import (CandidateWarps, DenseFlow, NearestKeypointPrior, SparseMotion,
-                          ResizeFlow, bilinear_sample)
+                          ResizeFlow, antialias_matrix, bilinear_sample)
 from kp_tf.models import networks
 from kp_tf.models.translator import WarpTranslator
 
@@ -75,6 +75,19 @@ def test_upsampled_flow_keeps_the_identity_and_a_translation():
     moved = identity + np.array([0.3, -0.2], np.float32)
     np.testing.assert_allclose(ResizeFlow(16)(moved),
                                _grid(16)[None] + np.array([0.3, -0.2]), atol=1e-5)
+
+
+@pytest.mark.parametrize("size_in,size_out", [(32, 16), (64, 16), (12, 5)])
+def test_shrinking_a_flow_is_tf_image_resize_with_antialiasing(size_in, size_out):
+    """ResizeFlow shrinks with two matrix products (TFLite has no ScaleAndTranslate); they
+    compute what tf.image.resize(antialias=True) does, border renormalisation included."""
+    flow = RNG.uniform(-1, 1, (2, size_in, size_in, 2)).astype(np.float32)
+    expected = tf.image.resize(flow - _grid(size_in)[None], (size_out, size_out),
+                               antialias=True).numpy() + _grid(size_out)[None]
+    np.testing.assert_allclose(ResizeFlow(size_out)(flow), expected, atol=1e-6)
+    weights = antialias_matrix(size_in, size_out)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+    assert weights.shape == (size_out, size_in) and (weights >= 0).all()
 
 
 def _copying_translator(cfg, follow: int):
