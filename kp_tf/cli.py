@@ -6,7 +6,8 @@
     start-up notices (oneDNN, CUDA probing on a machine without a GPU, "All log messages
     before absl::InitializeLog() ..."), which TF 2.21 prints before TF_CPP_MIN_LOG_LEVEL is
     read, and the ones that come later (`TFRecordDataset buffer_size is unspecified`, grappler's
-    `remapper failed`), which read like failures to a user and are not. `-v 1` (or more), or
+    `remapper failed`, TFLite's "Created TensorFlow Lite XNNPACK delegate"), which read like
+    failures or noise to a user and are not. `-v 1` (or more), or
     TF_CPP_MIN_LOG_LEVEL set by the user, keeps them. See `StderrFilter` for how.
   * An error the user can fix (`UserError`: missing data, a missing model or pretrained file,
     a bad flag value or argument) is one `error: ...` line on stderr with exit status 2, not
@@ -54,20 +55,23 @@ _TF_CONTINUATION = re.compile(rb"^To enable the following instructions: .*rebuil
 _TF_PREAMBLE = (b"WARNING: All log messages before absl::InitializeLog() is called are written "
                 b"to STDERR")
 _TF_CONTINUATION_START = b"To enable the following instructions: "
+# TFLite's runtime announces its default CPU delegate once per process, in its own format
+# (kp_tf.tflite_export runs the models it converts): a notice, not a problem.
+_TFLITE_DELEGATE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 # The beginning of a TensorFlow line up to its source file, however short.
 _TF_LOG_LINE_START = re.compile(rb"[IWE]\d{0,4}(?: [\d:.]*(?: +\d*(?: \S*)?)?)?")
 
 
 def is_tensorflow_log_line(line: bytes) -> bool:
     """Whether one line (without its newline) is TensorFlow's C++ logging: the filter drops it."""
-    return (bool(_TF_LOG_LINE.match(line)) or line == _TF_PREAMBLE
+    return (bool(_TF_LOG_LINE.match(line)) or line in (_TF_PREAMBLE, _TFLITE_DELEGATE)
             or bool(_TF_CONTINUATION.match(line)))
 
 
 def _may_become_tensorflow_line(partial: bytes) -> bool:
     """Whether a line still without its end could turn out to be one the filter drops."""
     return bool(_TF_LOG_LINE.match(partial) or _TF_LOG_LINE_START.fullmatch(partial)
-                or _TF_PREAMBLE.startswith(partial)
+                or _TF_PREAMBLE.startswith(partial) or _TFLITE_DELEGATE.startswith(partial)
                 or partial.startswith(_TF_CONTINUATION_START)
                 or _TF_CONTINUATION_START.startswith(partial))
 

@@ -57,6 +57,7 @@ TF_LINES = [
     b"I0000 00:00:1796611096.583140   27132 tf_record_dataset_op.cc:390] TFRecordDataset "
     b"`buffer_size` is unspecified, default to 262144",
     b"E1207 02:43:15.461463   27111 meta_optimizer.cc:967] remapper failed: INVALID_ARGUMENT",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 ]
 OUR_LINES = [
     b"W1207 02:43:14.739580 140330059836288 video_folders.py:87] skipping a.gif: 3 frames",
