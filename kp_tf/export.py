@@ -1,18 +1,28 @@
-"""Writes a trained run's SavedModel.
+"""Writes a trained run's SavedModel, or its TFLite models.
 
-    python -m kp_tf.export --logdir=RUN [--out=DIR]
+    python -m kp_tf.export --logdir=RUN [--format=saved_model|tflite] [--out=DIR]
 
-(`kp-export` once installed with pip.) The export holds the newest checkpoints of both
-stages (kp_tf.serving); DIR defaults to RUN/export. `python -m kp_tf.train --stage=export`
-does the same for a preset's run.
+(`kp-export` once installed with pip.) Both hold the newest checkpoints of both stages.
+saved_model (the default; kp_tf.serving): one SavedModel, DIR defaults to RUN/export;
+`python -m kp_tf.train --stage=export` does the same for a preset's run. tflite
+(kp_tf.tflite_export, docs/tflite.md): detector, translator and motion generator as TFLite
+files, float32 and, where their error stays within the stated bounds, float16 and
+dynamic-range int8; DIR defaults to RUN/tflite.
 """
 
 from absl import flags
 
 from kp_tf import cli
 
+FORMATS = ("saved_model", "tflite")
+DEFAULT_OUT = {"saved_model": "export", "tflite": "tflite"}
+
 flags.DEFINE_string("logdir", None, "Run folder made by kp_tf.train (holds keypoints/ and motion/).")
-flags.DEFINE_string("out", "", "Export folder (default LOGDIR/export).")
+flags.DEFINE_enum("format", "saved_model", FORMATS,
+                  "saved_model: one SavedModel for TensorFlow and TensorFlow Serving; tflite: "
+                  "three TFLite models for phones and browsers (docs/tflite.md).")
+flags.DEFINE_string("out", "", "Output folder (default LOGDIR/export, or LOGDIR/tflite with "
+                    "--format=tflite).")
 flags.mark_flag_as_required("logdir")
 FLAGS = flags.FLAGS
 
@@ -21,14 +31,22 @@ def main(argv):
     del argv
     import os
 
-    from kp_tf import run_folder, serving
+    from kp_tf import run_folder
 
     stage_dir = os.path.join(FLAGS.logdir, "keypoints")
     if not os.path.exists(os.path.join(stage_dir, run_folder.CONFIG)):
         raise cli.UserError(f"{FLAGS.logdir}: no trained run here (no keypoints/config.json)")
     cfg = run_folder.read_config(stage_dir).replace(logdir=FLAGS.logdir)
+    out = FLAGS.out or os.path.join(FLAGS.logdir, DEFAULT_OUT[FLAGS.format])
     try:
-        serving.export_run(cfg, FLAGS.out or os.path.join(FLAGS.logdir, "export"), force=True)
+        if FLAGS.format == "tflite":
+            from kp_tf import tflite_export
+
+            tflite_export.export_run(cfg, out)
+        else:
+            from kp_tf import serving
+
+            serving.export_run(cfg, out, force=True)
     except FileNotFoundError as e:
         raise cli.UserError(str(e)) from e
 
