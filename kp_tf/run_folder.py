@@ -5,6 +5,7 @@
       pseudo_labels/  {split}-00000-of-00001.tfrecord and manifest.json (the detector that made them)
       motion/         stage 2: config.json, checkpoints/ckpt-STEP, train/
       export/         the SavedModel and export_info.json (the checkpoints that made it)
+      tflite/         TFLite models, written only by `python -m kp_tf.export --format=tflite`
       samples/        GIFs per action and export_info.json (the export that made them)
 
 A checkpoint is named by its path and its fingerprint (the sha256 of its .index, which holds
