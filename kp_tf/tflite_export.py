@@ -249,6 +249,26 @@ def latency_ms(content: bytes, signature: str, inputs: dict, repeats: int = 20) 
     return float(np.median(times) * 1e3)
 
 
+def latencies(stem: str, content: bytes, ref: dict, repeats: int = 20) -> dict:
+    """{signature: `latency_ms`} of file `stem` on the first example of `reference` (the
+    translator's render_frame on its first target keypoints)."""
+    image = ref["images"][:1]
+    if stem == "detector":
+        return {"detect_keypoints": latency_ms(content, "detect_keypoints", {"image": image},
+                                               repeats)}
+    if stem == "translator":
+        features = interpreter(content).get_signature_runner("encode_image")(image=image)
+        render = {"image": image, "features": features["features"],
+                  "source_keypoints": ref["keypoints"][:1],
+                  "target_keypoints": ref["targets"][:1, 0]}
+        return {"encode_image": latency_ms(content, "encode_image", {"image": image}, repeats),
+                "render_frame": latency_ms(content, "render_frame", render, repeats)}
+    inputs = {"k0": ref["keypoints"][:1], "z": ref["z"][:1]}
+    if "action" in interpreter(content).get_signature_runner("generate_motion").get_input_details():
+        inputs["action"] = ref["actions"][:1]
+    return {"generate_motion": latency_ms(content, "generate_motion", inputs, repeats)}
+
+
 # --- writing the files ----------------------------------------------------------------------
 
 def convert_all(predictor: LitePredictor, quantizations=QUANTIZATIONS, stems=tuple(FILES)) -> dict:

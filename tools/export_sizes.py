@@ -1,11 +1,20 @@
-"""The SavedModel size of each preset: `python tools/export_sizes.py [PRESET ...] [--check]`.
+"""Export sizes of each preset: `python tools/export_sizes.py [PRESET ...] [--check]
+[--format=saved_model|tflite]`.
 
 Builds each preset's inference networks with random weights (the size of an export does not
-depend on training), writes them with `kp_tf.serving.write_export` into a temporary folder
-and prints one Markdown row per preset: parameters, the whole folder, the weights
-(variables/) and the graph (saved_model.pb), in MB of 10^6 bytes. `--check` also loads each
-export into a tf.compat.v1.Session, as TensorFlow Serving does, and runs every signature once
-on zeros, so a preset whose export only runs under tf.saved_model.load is caught.
+depend on training) and prints Markdown rows, sizes in MB of 10^6 bytes.
+
+saved_model: writes them with `kp_tf.serving.write_export` into a temporary folder; one row
+per preset: parameters, the whole folder, the weights (variables/) and the graph
+(saved_model.pb). `--check` also loads each export into a tf.compat.v1.Session, as TensorFlow
+Serving does, and runs every signature once on zeros, so a preset whose export only runs
+under tf.saved_model.load is caught.
+
+tflite: converts them with `kp_tf.tflite_export` (float32, float16, dynamic-range int8); one
+row per file and quantisation: its size, its error against the Keras models on four
+synthetic figures at the preset's size (random weights: a check of the conversion, not of
+what quantising a trained model costs) and the median CPU latency of each signature on one
+thread of tf.lite.Interpreter (XNNPack for float kernels, its default).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ PRESETS = ("synthetic", "weizmann", "penn", "mgif", "nemo", "tiny")
 MB = 1e6
 
 flags.DEFINE_boolean("check", False, "Also run every signature in a tf.compat.v1.Session.")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"],
+                  "Which export to size (tflite adds each signature's CPU latency).")
 FLAGS = flags.FLAGS
 
 
@@ -80,8 +91,33 @@ def check_in_session(model_dir: str, cfg) -> None:
                 raise RuntimeError(f"{model_dir}: {key} returned non-finite values")
 
 
+def tflite_rows(name: str) -> list[str]:
+    """Preset `name`'s TFLite files: one Markdown row per file and quantisation."""
+    from kp_tf import config, conventions, tflite_export
+    from kp_tf.data import synthetic
+    from kp_tf.models.networks import Stage1Networks, build_motion_models
+
+    cfg = config.load_preset(name, vgg_weights="none")
+    nets = Stage1Networks(cfg)
+    generator, _ = build_motion_models(cfg)
+    predictor = tflite_export.LitePredictor(cfg, nets.detector, nets.image_encoder,
+                                            nets.translator, generator)
+    blobs = tflite_export.convert_all(predictor)
+    images = np.stack([conventions.to_model(synthetic.generate_clip(
+        i, split="test", size=cfg.image_size, num_frames=1).frames[0]) for i in range(4)])
+    measured = tflite_export.measure(predictor, blobs, images)
+    ref = tflite_export.reference(predictor, images[:1])
+    rows = []
+    for (stem, q), content in blobs.items():
+        times = tflite_export.latencies(stem, content, ref)
+        rows.append(f"| {name} | {stem} | {q} | {len(content) / MB:.2f} "
+                    f"| {measured[stem][q]['error']:.2g} | "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + " |")
+    return rows
+
+
 def main(argv) -> int:
-    """One Markdown row per preset named in argv[1:] (default: all of PRESETS)."""
+    """Markdown rows for the presets named in argv[1:] (default: all of PRESETS)."""
     from kp_tf import config
 
     presets = argv[1:] or list(PRESETS)
@@ -90,6 +126,15 @@ def main(argv) -> int:
         raise cli.UserError(f"unknown preset{'s' if len(unknown) > 1 else ''} "
                             f"{', '.join(unknown)}; presets: "
                             f"{', '.join(config.available_presets())}")
+    if FLAGS.format == "tflite":
+        print("| preset | model | weights | MB | error vs Keras | CPU latency, ms (1 thread) |")
+        print("|---|---|---|---|---|---|")
+        for name in presets:
+            start = time.perf_counter()
+            rows = tflite_rows(name)
+            print("\n".join(rows) + f"  <!-- {time.perf_counter() - start:.0f} s -->",
+                  flush=True)
+        return 0
     print("| preset | S | K | parameters | export MB | variables/ MB | saved_model.pb MB |"
           + (" session run |" if FLAGS.check else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if FLAGS.check else ""))
