@@ -164,7 +164,7 @@ def test_verbosity_is_read_before_absl_parses_the_command_line(argv, level):
 
 @pytest.mark.parametrize("command,first_line,own_flag", [
     (["-m", "kp_tf.train"], "Trains a model: data, stage 1", "--stage"),
-    (["-m", "kp_tf.export"], "Writes a trained run's SavedModel.", "--logdir"),
+    (["-m", "kp_tf.export"], "Writes a trained run's SavedModel, or its TFLite", "--format"),
     (["-m", "kp_tf.predict"], "Predicts videos of an action", "--image"),
     (["-m", "kp_tf.evaluate"], "Evaluates an exported model", "--metrics"),
     (["-m", "kp_tf.fvd"], "Fréchet Video Distance", "--real_cache"),
