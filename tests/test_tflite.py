@@ -185,14 +185,6 @@ def test_a_model_without_classes_has_no_action_input():
                                predictor.generate_motion(k0, None, z)["keypoints"], atol=1e-6)
 
 
-def test_the_command_fails_in_one_line_without_a_run(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "kp_tf.export", f"--logdir={tmp_path}",
-                           "--format=tflite"], cwd=REPO, env=command_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("error: ") and "no trained run here" in proc.stderr
-
-
 # --- docs/tflite.md, run as written ----------------------------------------------------------
 
 def _doc_example() -> str:
