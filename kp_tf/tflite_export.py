@@ -58,9 +58,6 @@ UNITS = {"detector": "max keypoint error, pixels",
          "translator": "max over frames of the mean L1 of [0, 1] pixels",
          "motion_generator": "max keypoint error, normalised units"}
 REPORT = "tflite_report.json"
-# Frames of each generated sequence that the translator is measured on: the first, the
-# middle, the last (a motion drifts away from k0 along the chunk).
-_TARGET_FRAMES = 3
 
 
 def file_name(stem: str, quantization: str) -> str:
@@ -136,9 +133,10 @@ def convert(saved_model_dir: str, signatures, quantization: str) -> bytes:
                                                          signature_keys=list(signatures))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization != "float32":
-        # Optimize.DEFAULT alone is dynamic-range quantisation: int8 weights, float inputs
-        # and outputs, activations quantised on the fly by the kernels that support it. Weights
-        # under 1024 elements stay float32 (the converter's threshold).
+        # Optimize.DEFAULT alone is dynamic-range quantisation: int8 weights (those of 1024
+        # elements or more, the converter's threshold), float inputs and outputs, activations
+        # quantised on the fly by the kernels that support it. With float16 as the supported
+        # type it stores float16 weights instead, expanded to float32 at load on a CPU.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -191,9 +189,9 @@ def reference(predictor: LitePredictor, images: np.ndarray, seed: int = 0) -> di
     z = np.random.default_rng(seed).standard_normal((n, cfg.latent_dim)).astype(np.float32)
     motion = predictor.generate_motion(tf.constant(keypoints), tf.constant(actions),
                                        tf.constant(z))["keypoints"].numpy()
+    # The first, middle and last frames: a motion drifts away from k0 along the chunk.
     length = motion.shape[1]
-    picks = sorted({0, length // 2, length - 1})[:_TARGET_FRAMES]
-    targets = motion[:, picks]
+    targets = motion[:, [0, length // 2, length - 1]]
     frames = predictor.translate(tf.constant(images), tf.constant(keypoints),
                                  tf.constant(targets))["video"].numpy()
     return {"images": images, "keypoints": keypoints, "actions": actions, "z": z,
