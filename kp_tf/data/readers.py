@@ -6,7 +6,8 @@ Formats:
   * folders of frame images, naturally sorted by name: `read_frame_folder`;
   * horizontal strips of square frames (the Monkey-Net / FOMM format used for UvA-NEMO and
     Weizmann): `read_strip`;
-  * `read_clip` picks one of the above from the path;
+  * `read_clip` picks one of the above from the path; `iter_clip_frames` gives the same frames
+    in chunks, decoding as it goes (long driving videos in `kp_tf.animate`);
   * Penn Action (frames + .mat labels + 9-class split files): `read_penn_clip`, `read_penn_split`;
   * the Weizmann 64×64 copy (strips + labels.csv): `read_weizmann_labels`, `read_weizmann_clip`.
 
@@ -21,7 +22,7 @@ import csv
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -134,6 +135,49 @@ def load_image(path) -> np.ndarray:
         raise ClipReadError(path, f"cannot decode image: {e}") from e
 
 
+def _last_nonzero_byte(f, block: int = 4096) -> bytes:
+    """The last byte of an open file that is not a padding zero (b"" if there is none),
+    read backwards a block at a time."""
+    end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        data = f.read(end - start).rstrip(b"\x00")
+        if data:
+            return data[-1:]
+        end = start
+    return b""
+
+
+def _gif_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a GIF one at a time, uint8 [H, W, 3] (see `read_gif`)."""
+    _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            signature = f.read(6)
+            last = _last_nonzero_byte(f)
+    except OSError as e:
+        raise ClipReadError(path, f"cannot read: {e}") from e
+    if signature not in (b"GIF87a", b"GIF89a"):
+        raise ClipReadError(path, "not a GIF file (bad signature)")
+    # Pillow stops quietly at end of data when a file is cut between two frames; the GIF
+    # trailer byte ';' is what tells a complete file from one cut at a frame boundary.
+    if last != b";":
+        raise ClipReadError(path, "truncated GIF (no trailer)")
+    count = 0
+    try:
+        with Image.open(path) as image:
+            for frame in ImageSequence.Iterator(image):
+                count += 1
+                yield _pil_to_rgb(frame)
+    except ClipReadError:
+        raise
+    except Exception as e:
+        raise ClipReadError(path, f"cannot decode GIF: {e}") from e
+    if not count:
+        raise ClipReadError(path, "GIF has no frames")
+
+
 def read_gif(path, *, clip_id: Optional[str] = None) -> Clip:
     """All frames of an animated GIF, RGB (palette resolved, alpha dropped).
 
@@ -145,25 +189,40 @@ def read_gif(path, *, clip_id: Optional[str] = None) -> Clip:
       ClipReadError: missing, empty, corrupt or truncated file.
     """
     path = Path(path)
+    return _make_clip(path, np.stack(list(_gif_frames(path))), clip_id)
+
+
+def _video_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a video one at a time, uint8 [H, W, 3] RGB (see `read_video`); the
+    truncation check comes after the last frame, when the decoded count is known."""
     _check_file(path)
+    cap = cv2.VideoCapture(str(path))
+    count, shape = 0, None
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ClipReadError(path, f"cannot read: {e}") from e
-    if not data.startswith((b"GIF87a", b"GIF89a")):
-        raise ClipReadError(path, "not a GIF file (bad signature)")
-    # Pillow stops quietly at end of data when a file is cut between two frames; the GIF
-    # trailer byte ';' is what tells a complete file from one cut at a frame boundary.
-    if not data.rstrip(b"\x00").endswith(b";"):
-        raise ClipReadError(path, "truncated GIF (no trailer)")
-    try:
-        with Image.open(path) as image:
-            frames = [_pil_to_rgb(f) for f in ImageSequence.Iterator(image)]
-    except Exception as e:
-        raise ClipReadError(path, f"cannot decode GIF: {e}") from e
-    if not frames:
-        raise ClipReadError(path, "GIF has no frames")
-    return _make_clip(path, np.stack(frames), clip_id)
+        if not cap.isOpened():
+            raise ClipReadError(path, "cannot open video (corrupt, truncated or unsupported codec)")
+        announced = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        while True:
+            try:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                code = cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB
+                frame = cv2.cvtColor(frame, code)
+            except Exception as e:
+                raise ClipReadError(path, f"cannot decode video: {e}") from e
+            if shape is not None and frame.shape != shape:
+                raise ClipReadError(path, f"frame {count} has shape {frame.shape}, frame 0 {shape}")
+            shape = frame.shape
+            count += 1
+            yield frame
+    finally:
+        cap.release()
+    if not count:
+        raise ClipReadError(path, "no frames could be decoded")
+    if announced > 0 and count < _MIN_DECODED_FRACTION * announced:
+        raise ClipReadError(
+            path, f"truncated video: decoded {count} of {int(announced)} announced frames")
 
 
 def read_video(path, *, clip_id: Optional[str] = None) -> Clip:
@@ -173,37 +232,7 @@ def read_video(path, *, clip_id: Optional[str] = None) -> Clip:
       ClipReadError: missing, empty, corrupt or truncated file, or no frame decoded.
     """
     path = Path(path)
-    _check_file(path)
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ClipReadError(path, "cannot open video (corrupt, truncated or unsupported codec)")
-        announced = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-            else:
-                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            if frames and frame.shape != frames[0].shape:
-                raise ClipReadError(path, f"frame {len(frames)} has shape {frame.shape}, "
-                                          f"frame 0 {frames[0].shape}")
-            frames.append(frame)
-    except ClipReadError:
-        raise
-    except Exception as e:
-        raise ClipReadError(path, f"cannot decode video: {e}") from e
-    finally:
-        cap.release()
-    if not frames:
-        raise ClipReadError(path, "no frames could be decoded")
-    if announced > 0 and len(frames) < _MIN_DECODED_FRACTION * announced:
-        raise ClipReadError(
-            path, f"truncated video: decoded {len(frames)} of {int(announced)} announced frames")
-    return _make_clip(path, np.stack(frames), clip_id)
+    return _make_clip(path, np.stack(list(_video_frames(path))), clip_id)
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -211,6 +240,27 @@ def _frame_files(folder: Path) -> list[Path]:
                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and not p.name.startswith(".")),
                   key=lambda p: natural_key(p.name))
+
+
+def _folder_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frame images of a folder one at a time, in natural name order (see
+    `read_frame_folder`)."""
+    if not path.is_dir():
+        raise ClipReadError(path, "not a folder")
+    try:
+        files = _frame_files(path)
+    except OSError as e:
+        raise ClipReadError(path, f"cannot list folder: {e}") from e
+    if not files:
+        raise ClipReadError(path, f"no frame images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+    first = None
+    for f in files:
+        frame = load_image(f)  # its ClipReadError names the frame file itself
+        if first is not None and frame.shape != first:
+            raise ClipReadError(f, f"frame size {frame.shape[:2]} differs from "
+                                   f"{files[0].name}'s {first[:2]}")
+        first = frame.shape
+        yield frame
 
 
 def read_frame_folder(path, *, clip_id: Optional[str] = None) -> Clip:
@@ -221,22 +271,7 @@ def read_frame_folder(path, *, clip_id: Optional[str] = None) -> Clip:
         different sizes (the message names the bad frame file).
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ClipReadError(path, "not a folder")
-    try:
-        files = _frame_files(path)
-    except OSError as e:
-        raise ClipReadError(path, f"cannot list folder: {e}") from e
-    if not files:
-        raise ClipReadError(path, f"no frame images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
-    frames = []
-    for f in files:
-        frame = load_image(f)  # its ClipReadError names the frame file itself
-        if frames and frame.shape != frames[0].shape:
-            raise ClipReadError(f, f"frame size {frame.shape[:2]} differs from "
-                                   f"{files[0].name}'s {frames[0].shape[:2]}")
-        frames.append(frame)
-    return _make_clip(path, np.stack(frames), clip_id or path.name)
+    return _make_clip(path, np.stack(list(_folder_frames(path))), clip_id or path.name)
 
 
 def read_strip(path, frame_width: Optional[int] = None, *, clip_id: Optional[str] = None) -> Clip:
@@ -262,6 +297,23 @@ def read_strip(path, frame_width: Optional[int] = None, *, clip_id: Optional[str
     return _make_clip(path, np.ascontiguousarray(frames), clip_id)
 
 
+def _check_clip_path(path: Path) -> str:
+    """The reader `read_clip` uses for `path`: "folder", "gif", "video" or "strip"."""
+    if path.is_dir():
+        return "folder"
+    ext = path.suffix.lower()
+    if ext in GIF_EXTENSIONS:
+        return "gif"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    if ext in IMAGE_EXTENSIONS:
+        return "strip"
+    if not path.exists():
+        raise ClipReadError(path, "file not found")
+    raise ClipReadError(path, f"unsupported format {ext or '(no extension)'!r}; expected a folder "
+                              f"or one of {', '.join(CLIP_EXTENSIONS)}")
+
+
 def read_clip(path, *, clip_id: Optional[str] = None) -> Clip:
     """Any supported clip: a frame folder, a .gif, a video, or a strip image.
 
@@ -269,19 +321,36 @@ def read_clip(path, *, clip_id: Optional[str] = None) -> Clip:
       ClipReadError: unsupported extension, or the specific reader's error.
     """
     path = Path(path)
-    if path.is_dir():
-        return read_frame_folder(path, clip_id=clip_id)
-    ext = path.suffix.lower()
-    if ext in GIF_EXTENSIONS:
-        return read_gif(path, clip_id=clip_id)
-    if ext in VIDEO_EXTENSIONS:
-        return read_video(path, clip_id=clip_id)
-    if ext in IMAGE_EXTENSIONS:
-        return read_strip(path, clip_id=clip_id)
-    if not path.exists():
-        raise ClipReadError(path, "file not found")
-    raise ClipReadError(path, f"unsupported format {ext or '(no extension)'!r}; expected a folder "
-                              f"or one of {', '.join(CLIP_EXTENSIONS)}")
+    reader = {"folder": read_frame_folder, "gif": read_gif, "video": read_video,
+              "strip": read_strip}[_check_clip_path(path)]
+    return reader(path, clip_id=clip_id)
+
+
+def iter_clip_frames(path, chunk_size: int = 64) -> Iterator[np.ndarray]:
+    """The frames of any clip `read_clip` reads, `chunk_size` at a time: uint8
+    [≤ chunk_size, H, W, 3] RGB, only the last chunk shorter. GIFs, videos and frame folders
+    are decoded as the chunks are asked for, so a long video never sits in memory whole
+    (a strip is one image, and is read at once).
+
+    Raises (possibly after some chunks were given, e.g. a truncated video):
+      ClipReadError: as `read_clip`; also for a chunk_size < 1.
+    """
+    path = Path(path)
+    if chunk_size < 1:
+        raise ClipReadError(path, f"chunk size must be ≥ 1, got {chunk_size}")
+    kind = _check_clip_path(path)
+    if kind == "strip":
+        frames = iter(read_strip(path).frames)
+    else:
+        frames = {"folder": _folder_frames, "gif": _gif_frames, "video": _video_frames}[kind](path)
+    chunk = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == chunk_size:
+            yield np.stack(chunk)
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
 
 
 # --- Penn Action ----------------------------------------------------------------------------
