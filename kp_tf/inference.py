@@ -39,13 +39,25 @@ def load_image(path: str, size: int) -> np.ndarray:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     else:
         raise PredictError(f"{path}: unsupported channel count {image.shape[2]}")
-    h, w = image.shape[:2]
+    return conventions.to_model(fit_frames(image, size))
+
+
+def fit_frames(frames, size: int) -> np.ndarray:
+    """uint8 RGB [..., H, W, 3] of any size → uint8 [..., size, size, 3]: resized so that the
+    shorter side is `size` (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging), then
+    centre-cropped; the rule of `load_image`, for frames that are already decoded."""
+    frames = np.asarray(frames, np.uint8)
+    h, w = frames.shape[-3:-1]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     top, left = (nh - size) // 2, (nw - size) // 2
-    image = image[top:top + size, left:left + size]
-    return conventions.to_model(image)
+    if (h, w) == (size, size):
+        return frames
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    flat = frames.reshape((-1, h, w, 3))
+    out = np.stack([cv2.resize(f, (nw, nh), interpolation=interpolation)
+                    [top:top + size, left:left + size] for f in flat])
+    return out.reshape(frames.shape[:-3] + (size, size, 3))
 
 
 class Predictor:
