@@ -18,9 +18,11 @@ converter can report the file and go on with the next one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -192,11 +194,27 @@ def read_gif(path, *, clip_id: Optional[str] = None) -> Clip:
     return _make_clip(path, np.stack(list(_gif_frames(path))), clip_id)
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for the block: FFmpeg prints from C, past Python's
+    sys.stderr."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
 def _video_frames(path: Path) -> Iterator[np.ndarray]:
     """The frames of a video one at a time, uint8 [H, W, 3] RGB (see `read_video`); the
     truncation check comes after the last frame, when the decoded count is known."""
     _check_file(path)
-    cap = cv2.VideoCapture(str(path))
+    with _stderr_silenced():  # FFmpeg's own line for a broken file; ClipReadError says it
+        cap = cv2.VideoCapture(str(path))
     count, shape = 0, None
     try:
         if not cap.isOpened():
