@@ -18,6 +18,11 @@ import numpy as np
 from kp_tf import cli, conventions
 
 
+# Images per detect_keypoints / translate call: the activations' memory stays bounded
+# whatever the number of frames.
+CHUNK = 32
+
+
 class PredictError(cli.UserError):
     """A model folder, image or action that cannot be used; the message names it."""
 
@@ -81,6 +86,24 @@ class Predictor:
         if name not in self.actions:
             raise PredictError(f"unknown action {name!r}; this model knows: {', '.join(self.actions)}")
         return self.actions.index(name)
+
+    def detect(self, images) -> np.ndarray:
+        """float32 [N, S, S, 3] in [-1, 1] → keypoints [N, K, 2] (detect_keypoints,
+        CHUNK images a call)."""
+        tf, images = self._tf, np.asarray(images, np.float32)
+        return np.concatenate([self.model.detect_keypoints(tf.constant(images[i:i + CHUNK]))
+                               ["keypoints"].numpy() for i in range(0, len(images), CHUNK)])
+
+    def translate(self, image, source_kps, target_kps) -> np.ndarray:
+        """image [S, S, 3] in [-1, 1] with its keypoints [K, 2], target keypoints [T, K, 2] →
+        float32 video [T, S, S, 3] in [-1, 1] (translate, CHUNK frames a call)."""
+        tf = self._tf
+        image = tf.constant(np.asarray(image, np.float32)[None])
+        source = tf.constant(np.asarray(source_kps, np.float32)[None])
+        target_kps = np.asarray(target_kps, np.float32)
+        return np.concatenate([
+            self.model.translate(image, source, tf.constant(target_kps[None, i:i + CHUNK]))
+            ["video"].numpy()[0] for i in range(0, len(target_kps), CHUNK)])
 
     def predict(self, image: np.ndarray, action: int, seed: int, frames: int):
         tf = self._tf
