@@ -96,6 +96,9 @@ def test_long_range_restarts_and_drift(exported, tiny_run, tmp_path):  # noqa: F
     assert none["windows"][1]["amplitude_px"] == pytest.approx(
         np.linalg.norm(window - seq[:, 9:10], axis=-1).mean() * px, rel=1e-5)
     assert none["windows"][2]["outside_fraction"] == (np.abs(seq[:, 19:]).max(-1) > 1).mean()
+    steps = np.linalg.norm(np.diff(seq, axis=1), axis=-1).mean(-1) * px  # [N, 27]
+    assert none["chunk_boundary_step_px"] == pytest.approx(steps[:, [8, 16, 24]].mean(),
+                                                           rel=1e-5)
     for entry in report["restarts"].values():
         assert entry["fvd_ratio"] == pytest.approx(
             entry["scored"]["19-27"]["fvd"] / entry["scored"]["1-9"]["fvd"])

@@ -306,6 +306,15 @@ def _long_range_entry(exported, first, sequences, labels, class_names, window: i
     px, frames = _px(exported), sequences.shape[1] - 1
     entry = {"windows": [_window_stats(sequences, labels, class_names, a, a + window - 1, px)
                          for a in range(1, frames - window + 2, window)], "scored": {}}
+    # The step from the last frame of a chunk to the first of the next, against the others:
+    # where a restart would show as a jump.
+    steps = np.linalg.norm(np.diff(sequences, axis=1), axis=-1).mean(-1) * px  # [N, frames]
+    length = exported.sequence_length
+    boundary = np.zeros(frames, bool)
+    boundary[length:frames:length] = True  # step t → t + 1 with t a multiple of L, t > 0
+    if boundary.any():
+        entry["chunk_boundary_step_px"] = float(steps[:, boundary].mean())
+        entry["other_step_px"] = float(steps[:, ~boundary].mean())
     for a in scored:
         videos = [exported.translate(first[i], sequences[i, 0], sequences[i, a:a + window])
                   for i in range(len(first))]
@@ -472,6 +481,16 @@ def _long_range_markdown(r) -> list:
         lines.append(f"| {name} | {w['frames'][0]}–{w['frames'][1]} | {_f(w['spread_px'], 2)} | "
                      f"{_f(w['outside_fraction'], 4)} | {_f(w['amplitude_px'])} | "
                      f"{_f(w['speed_px'])} |")
+    lines += ["", "| restart | step across a chunk boundary px | other steps px |", "|---|---|---|"]
+    lines += [f"| {name} | {_f(e.get('chunk_boundary_step_px'))} | {_f(e.get('other_step_px'))} |"
+              for name, e in r["restarts"].items()]
+    classes = list(r["real"]["amplitude_px_per_class"])
+    lines += ["", "Amplitude per class (px):", "",
+              "| restart | frames | " + " | ".join(classes) + " |",
+              "|---|---|" + "---|" * len(classes)]
+    for name, w in rows:
+        lines.append(f"| {name} | {w['frames'][0]}–{w['frames'][1]} | " + " | ".join(
+            _f(w["amplitude_px_per_class"].get(c), 2) for c in classes) + " |")
     return lines + [""]
 
 
