@@ -34,10 +34,16 @@ from kp_tf.inference import CHUNK, PredictError, Predictor, fit_frames, load_ima
 
 RENDER_CHUNK = CHUNK  # frames per detector / translator call (the signatures use it too)
 MODES = ("relative", "absolute")
-RENDERS = ("first", "blend")
-# How interpolated frames are rendered, by the command and the export's signature alike
-# (docs/uses.md has the measurement that chose it).
-INTERPOLATION_RENDER = "first"
+PATHS = ("linear", "motion")
+RENDERS = ("first", "blend", "residual")
+# The interpolation of the command and of the export's signature alike (docs/uses.md has the
+# measurements that chose them).
+INTERPOLATION_PATH = "motion"
+INTERPOLATION_RENDER = "residual"
+# The motion generator's candidate paths: this many z per action, drawn from a fixed seed so
+# that an interpolation is the same in every process and loader.
+PATH_DRAWS = 64
+PATH_SEED = (0, 1)
 
 
 # --- the keypoint rules (TensorFlow) --------------------------------------------------------
@@ -97,6 +103,41 @@ def interpolate_keypoints(first, last, weights):
     return first[:, None] + w * (last - first)[:, None]
 
 
+def motion_path(decode, first, last, frames, length: int, num_actions: int, latent_dim: int):
+    """The path the motion generator would take from one keypoint set to the other.
+
+    Candidates: from `first`, the generator's motion for every action and PATH_DRAWS z each
+    (motion_generator.rollout past its L frames); the one whose keypoints at step N + 1 are
+    nearest `last` (mean |Δ|) is kept, and the remaining miss is spread linearly over the
+    path, so that it ends on `last`: k_t = g_t + w_t·(last − g_{N+1}), w_t = t / (N + 1).
+    Limbs then swing on the arcs the generator learnt instead of cutting across.
+
+    Args:
+      decode: (k0 [C, K, 2], action int32 [C], z [C, latent_dim]) → [C, L, K, 2] (the
+        export's generate_motion, or the generator's decode).
+      first, last: [K, 2]; frames: N, an int or a scalar int tensor ≥ 1; length: L.
+      num_actions: A (0: a generator without classes, one candidate set).
+
+    Returns: float32 [N, K, 2].
+    """
+    import tensorflow as tf
+
+    from kp_tf.models.motion_generator import rollout
+
+    first = tf.convert_to_tensor(first, tf.float32)
+    last = tf.convert_to_tensor(last, tf.float32)
+    actions = max(1, num_actions)
+    z = tf.tile(tf.random.stateless_normal([PATH_DRAWS, latent_dim], PATH_SEED), [actions, 1])
+    action = tf.repeat(tf.range(actions, dtype=tf.int32), PATH_DRAWS)
+    starts = tf.tile(first[None], [actions * PATH_DRAWS, 1, 1])
+    frames = tf.cast(frames, tf.int32)
+    paths = rollout(lambda start: decode(start, action, z), starts, frames + 1, length)
+    best = tf.argmin(tf.reduce_mean(tf.abs(paths[:, frames] - last), axis=[1, 2]))
+    path = tf.gather(paths, best)  # [N + 1, K, 2]: steps 1..N + 1
+    w = interpolation_weights(frames)[:, None, None]
+    return path[:frames] + w * (last - path[frames])
+
+
 def blend(from_first, from_last, weights):
     """(1 − w)·from_first + w·from_last per frame: videos [N, S, S, 3], weights [N]."""
     import tensorflow as tf
@@ -104,6 +145,26 @@ def blend(from_first, from_last, weights):
     w = tf.convert_to_tensor(weights, tf.float32)[:, None, None, None]
     return (1.0 - w) * tf.convert_to_tensor(from_first, tf.float32) + w * tf.convert_to_tensor(
         from_last, tf.float32)
+
+
+def combine_renders(render: str, weights, from_first, from_last=None, residuals=None):
+    """The interpolated frames from the renders of the path (videos [N, S, S, 3] in [-1, 1]).
+
+    render: "first": `from_first`; "blend": `blend(from_first, from_last, weights)`;
+      "residual": the blend with each end's reconstruction error added back, residuals =
+      (first − its render with its own keypoints, the same for last) [S, S, 3] each, so
+      that what the translator loses (texture, background) comes from the given frames and
+      only the motion from the renders: where nothing moves, this is the pixel cross-fade.
+    Returns float32 [N, S, S, 3] in [-1, 1].
+    """
+    import tensorflow as tf
+
+    if render == "first":
+        return tf.convert_to_tensor(from_first, tf.float32)
+    if render == "residual":
+        from_first = from_first + tf.convert_to_tensor(residuals[0], tf.float32)[None]
+        from_last = from_last + tf.convert_to_tensor(residuals[1], tf.float32)[None]
+    return tf.clip_by_value(blend(from_first, from_last, weights), -1.0, 1.0)
 
 
 # --- motion transfer, the Python path ----------------------------------------------------------
@@ -249,32 +310,48 @@ def _prepend(first, rest: Iterator) -> Iterator:
 # --- interpolation, the Python path ------------------------------------------------------------
 
 def interpolate(predictor: Predictor, first, last, frames: int,
-                render: str = INTERPOLATION_RENDER,
-                weights=None) -> dict:
+                render: str = INTERPOLATION_RENDER, weights=None,
+                path: str = INTERPOLATION_PATH) -> dict:
     """The `frames` images between two, by keypoint interpolation.
 
     Args:
       predictor: a loaded export.
       first, last: float32 [S, S, 3] in [-1, 1].
       frames: N ≥ 1, the frames strictly between the two.
-      render: "first": every frame rendered from the first image; "blend": rendered from
-        both ends (each with its own keypoints) and mixed (1 − w)·from_first + w·from_last.
-      weights: optional [N] positions along the path in (0, 1) (default
-        `interpolation_weights(N)`, the straight line at constant speed).
+      render: as `combine_renders` ("first", "blend" or "residual"; "blend" and "residual"
+        render the path from both ends, each image with its own keypoints).
+      weights: "linear" path only: optional [N] positions along the line in (0, 1) (default
+        `interpolation_weights(N)`, constant speed).
+      path: "linear": `interpolate_keypoints`; "motion": `motion_path` through the export's
+        generate_motion.
 
     Returns: {"video": float32 [N, S, S, 3] in [-1, 1], "keypoints": [N, K, 2],
     "first_keypoints", "last_keypoints": [K, 2]}.
     """
     if frames < 1:
         raise PredictError(f"--frames must be ≥ 1 (got {frames})")
-    if render not in RENDERS:
-        raise PredictError(f"render must be one of {', '.join(RENDERS)}, got {render!r}")
+    if render not in RENDERS or path not in PATHS:
+        raise PredictError(f"render must be one of {', '.join(RENDERS)} and path one of "
+                           f"{', '.join(PATHS)}, got {render!r}, {path!r}")
     ends = predictor.detect(np.stack([first, last]).astype(np.float32))
-    w = np.asarray(interpolation_weights(frames) if weights is None else weights, np.float32)
-    keypoints = np.asarray(interpolate_keypoints(ends[:1], ends[1:], w))[0]
-    video = predictor.translate(first, ends[0], keypoints)
-    if render == "blend":
-        video = np.asarray(blend(video, predictor.translate(last, ends[1], keypoints), w))
+    w = np.asarray(interpolation_weights(frames), np.float32)
+    if path == "motion":
+        config = predictor.config
+        keypoints = np.asarray(motion_path(
+            lambda k, a, z: predictor.model.generate_motion(k, a, z)["keypoints"], ends[0],
+            ends[1], frames, int(config["sequence_length"]), int(config["num_actions"]),
+            int(config["latent_dim"])))
+    else:
+        along = w if weights is None else np.asarray(weights, np.float32)
+        keypoints = np.asarray(interpolate_keypoints(ends[:1], ends[1:], along))[0]
+    from_first = predictor.translate(first, ends[0], keypoints)
+    from_last = residuals = None
+    if render != "first":
+        from_last = predictor.translate(last, ends[1], keypoints)
+    if render == "residual":
+        residuals = (first - predictor.translate(first, ends[0], ends[:1])[0],
+                     last - predictor.translate(last, ends[1], ends[1:])[0])
+    video = np.asarray(combine_renders(render, w, from_first, from_last, residuals))
     return {"video": video, "keypoints": keypoints, "first_keypoints": ends[0],
             "last_keypoints": ends[1]}
 

@@ -203,17 +203,30 @@ class VideoPredictor:
         → {"video": [frames, S, S, 3], "keypoints": [frames, K, 2], "first_keypoints" and
         "last_keypoints": [K, 2]}.
 
-        The keypoints of the two images interpolated on a straight line at constant speed
-        (animation.interpolate_keypoints), each frame rendered as
-        animation.INTERPOLATION_RENDER says.
+        The keypoints of the two images joined as animation.INTERPOLATION_PATH says (the
+        motion generator's nearest path, or a straight line), each frame rendered as
+        animation.INTERPOLATION_RENDER says (kp_tf.animation.interpolate is the same in
+        Python over the export).
         """
         tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
         ends = self.detector(tf.stack([first, last]), training=False)
         weights = animation.interpolation_weights(frames)
-        keypoints = animation.interpolate_keypoints(ends[:1], ends[1:], weights)[0]
-        video = self._render(first, ends[0], keypoints)
-        if animation.INTERPOLATION_RENDER == "blend":
-            video = animation.blend(video, self._render(last, ends[1], keypoints), weights)
+        cfg = self._cfg
+        if animation.INTERPOLATION_PATH == "motion":
+            keypoints = animation.motion_path(
+                lambda k, a, z: self.motion_generator.decode(z, k, self._one_hot(a)), ends[0],
+                ends[1], frames, cfg.sequence_length, cfg.num_actions, cfg.latent_dim)
+        else:
+            keypoints = animation.interpolate_keypoints(ends[:1], ends[1:], weights)[0]
+        render = animation.INTERPOLATION_RENDER
+        from_first = self._render(first, ends[0], keypoints)
+        from_last = residuals = None
+        if render != "first":
+            from_last = self._render(last, ends[1], keypoints)
+        if render == "residual":
+            residuals = (first - self._render(first, ends[0], ends[:1])[0],
+                         last - self._render(last, ends[1], ends[1:])[0])
+        video = animation.combine_renders(render, weights, from_first, from_last, residuals)
         return {"video": video, "keypoints": keypoints, "first_keypoints": ends[0],
                 "last_keypoints": ends[1]}
 

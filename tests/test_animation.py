@@ -54,6 +54,43 @@ def test_interpolation_weights_keypoints_and_blend():
                                [0.25, 1.0])
 
 
+def test_motion_path_takes_the_candidate_nearest_the_end_and_ends_there():
+    """A hand-made generator: action a moves every keypoint by (a + 1)·0.01·t along x, z
+    adds z_0·0.001·t along y. From (0, 0) to (0.3, 0) in N = 9 frames (step 10), the
+    nearest candidate is action 2 with the z whose first value is nearest 0; the path then
+    ends exactly on the last keypoints."""
+    length, k = 4, 3
+
+    def decode(start, action, z):
+        t = tf.range(1, length + 1, dtype=tf.float32)[None, :, None]
+        dx = tf.cast(action + 1, tf.float32)[:, None, None] * 0.01 * t
+        dy = z[:, :1, None] * 0.001 * t
+        return start[:, None] + tf.stack([dx + 0 * dy, dy + 0 * dx], -1)
+
+    first, last = np.zeros((k, 2), np.float32), np.tile([[0.3, 0.0]], (k, 1)).astype(np.float32)
+    path = np.asarray(animation.motion_path(decode, first, last, 9, length, 5, 2))
+    assert path.shape == (9, k, 2)
+    z = tf.random.stateless_normal([animation.PATH_DRAWS, 2], animation.PATH_SEED).numpy()
+    z0 = z[np.abs(z[:, 0]).argmin(), 0]
+    t = np.arange(1, 10, dtype=np.float32)[:, None]
+    w = t / 10  # the miss at step 10, (0, 0.01·z0), spread over the path
+    np.testing.assert_allclose(path[:, 0, 0], 0.03 * t[:, 0], atol=1e-6)
+    np.testing.assert_allclose(path[:, 0, 1], (0.001 * z0 * t - w * 0.01 * z0)[:, 0], atol=1e-6)
+
+
+def test_combine_renders():
+    a, b = np.full((2, 4, 4, 3), -0.5, np.float32), np.full((2, 4, 4, 3), 0.5, np.float32)
+    w = [0.25, 0.75]
+    np.testing.assert_array_equal(np.asarray(animation.combine_renders("first", w, a, b)), a)
+    np.testing.assert_allclose(np.asarray(animation.combine_renders("blend", w, a, b))[:, 0, 0, 0],
+                               [-0.25, 0.25])
+    residuals = (np.full((4, 4, 3), 0.1, np.float32), np.full((4, 4, 3), 0.9, np.float32))
+    out = animation.combine_renders("residual", [0.25, 1.0], a, b, residuals)
+    # (−0.5 + 0.1, 0.5 + 0.9) blended; the second, 1.4, clipped to 1
+    np.testing.assert_allclose(np.asarray(out)[:, 0, 0, 0], [0.75 * -0.4 + 0.25 * 1.4, 1.0],
+                               atol=1e-6)
+
+
 # --- the Python path on the tiny export ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -94,18 +131,38 @@ def test_animate_reconstructs_keypoints_and_is_deterministic(predictor, clip):
 
 def test_interpolate_renders_the_frames_between(predictor, clip):
     first, last = (conventions.to_model(clip[0][i]) for i in (0, 9))
-    out = animation.interpolate(predictor, first, last, 8)
-    k = predictor.config["num_keypoints"]
-    assert out["video"].shape == (8, predictor.image_size, predictor.image_size, 3)
+    s, k = predictor.image_size, predictor.config["num_keypoints"]
+    out = animation.interpolate(predictor, first, last, 8, render="first", path="linear")
+    assert out["video"].shape == (8, s, s, 3) and out["keypoints"].shape == (8, k, 2)
     w = np.arange(1, 9, dtype=np.float32)[:, None, None] / 9
     np.testing.assert_allclose(out["keypoints"], out["first_keypoints"] + w * (
         out["last_keypoints"] - out["first_keypoints"]), atol=1e-6)
-    assert out["keypoints"].shape == (8, k, 2)
-    blended = animation.interpolate(predictor, first, last, 8, render="blend")
+    np.testing.assert_allclose(out["video"], predictor.translate(first, out["first_keypoints"],
+                                                                 out["keypoints"]))
+    blended = animation.interpolate(predictor, first, last, 8, render="blend", path="linear")
     np.testing.assert_allclose(blended["keypoints"], out["keypoints"])
     assert np.abs(blended["video"] - out["video"]).max() > 1e-3
-    with pytest.raises(inference.PredictError, match="frames"):
-        animation.interpolate(predictor, first, last, 0)
+    # The residual rendering of a still pair (the same image twice, the same keypoints all
+    # along) is that image: the translator's error is added back.
+    still = animation.interpolate(predictor, first, first, 3, render="residual", path="linear")
+    np.testing.assert_allclose(still["video"], np.repeat(first[None], 3, 0), atol=1e-5)
+    # The default path: the generator's candidate nearest the last keypoints at step 9 (two
+    # chunks of L = 8, the second from the first's last keypoints), its miss spread linearly.
+    default = animation.interpolate(predictor, first, last, 8)
+    actions, draws = predictor.config["num_actions"], animation.PATH_DRAWS
+    z = tf.tile(tf.random.stateless_normal([draws, predictor.config["latent_dim"]],
+                                           animation.PATH_SEED), [actions, 1])
+    action = tf.repeat(tf.range(actions, dtype=tf.int32), draws)
+    start = np.repeat(out["first_keypoints"][None], actions * draws, 0)
+    chunk = predictor.model.generate_motion(start, action, z)["keypoints"].numpy()
+    after = predictor.model.generate_motion(chunk[:, -1], action, z)["keypoints"].numpy()
+    paths = np.concatenate([chunk, after], 1)[:, :9]
+    best = paths[np.abs(paths[:, 8] - out["last_keypoints"]).mean((1, 2)).argmin()]
+    np.testing.assert_allclose(default["keypoints"],
+                               best[:8] + w * (out["last_keypoints"] - best[8]), atol=1e-6)
+    for bad in ({"frames": 0}, {"frames": 2, "render": "paint"}, {"frames": 2, "path": "zigzag"}):
+        with pytest.raises(inference.PredictError):
+            animation.interpolate(predictor, first, last, **bad)
 
 
 # --- the signatures equal the Python path -----------------------------------------------------------

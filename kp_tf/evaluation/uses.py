@@ -38,11 +38,12 @@ from kp_tf.evaluation.test_clips import EvaluationError
 
 PROTOCOLS = ("transfer", "interpolation", "long_range")
 RESTARTS = ("none", "redetect")
-# Interpolation methods: keypoints on the straight line at constant speed, rendered from the
-# first image or from both ends blended; the same on a smoothstep schedule (slow at both
-# ends: the smoother path); and the two baselines.
-INTERPOLATIONS = ("keypoints", "keypoints_blend", "keypoints_smoothstep", "crossfade",
-                  "repeat_first")
+# Interpolation methods, PATH_RENDER (kp_tf.animation): keypoints on the straight line at
+# constant speed or on a smoothstep schedule (slow at both ends), or the motion generator's
+# nearest path; rendered from the first image, from both ends blended, or blended with the
+# ends' reconstruction errors added back (residual); and the two baselines.
+INTERPOLATIONS = ("linear_first", "linear_blend", "linear_residual", "smoothstep_first",
+                  "motion_blend", "motion_residual", "crossfade", "repeat_first")
 
 
 def _px(exported) -> float:
@@ -221,10 +222,11 @@ def _interpolated(predictor, method: str, clip_frames, gap: int) -> np.ndarray:
         return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
     if method == "repeat_first":
         return np.repeat(first[None], gap, 0)
-    weights = 3 * w ** 2 - 2 * w ** 3 if method == "keypoints_smoothstep" else w
-    render = "blend" if method == "keypoints_blend" else "first"
+    path, render = method.split("_")
+    weights = 3 * w ** 2 - 2 * w ** 3 if path == "smoothstep" else w
     made = animation.interpolate(predictor, conventions.to_model(first),
-                                 conventions.to_model(last), gap, render, weights)
+                                 conventions.to_model(last), gap, render, weights,
+                                 "motion" if path == "motion" else "linear")
     return conventions.to_uint8(made["video"])
 
 
@@ -404,7 +406,7 @@ def long_range(model_dir, data_dir: Optional[str] = None, *, frames: int = 128,
 
 def provenance() -> dict:
     """{"date", "commit"}: today (UTC) and the checkout's commit (None outside a git
-    checkout; "+changes" when it has uncommitted ones)."""
+    checkout; "+changes" when the package's files differ from it)."""
     import datetime
     import subprocess
 
@@ -412,8 +414,8 @@ def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                                 capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, text=True, capture_output=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "kp_tf"], cwd=root,
+                               text=True, capture_output=True).stdout.strip()
         commit += "+changes" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = None
@@ -499,8 +501,8 @@ def run(model_dir, protocols: Sequence[str] = PROTOCOLS, out: Optional[str] = No
     """Runs the protocols on one export; writes `uses.json` and `uses.md` into `out`.
 
     `options` are the protocols' keyword arguments, each passed to those that take it
-    (max_videos, i3d, fvd_cache_dir, fvd_batch_size: all; cross_identity: transfer; gaps:
-    interpolation; frames, restarts, classifier_dir, classifier, seed: long_range).
+    (max_videos, i3d, fvd_cache_dir, fvd_batch_size: all; cross_identity: transfer; gaps,
+    methods: interpolation; frames, restarts, classifier_dir, classifier, seed: long_range).
     """
     import inspect
 
@@ -545,6 +547,7 @@ def main(argv):
         run(f.model, [p.strip() for p in f.protocols.split(",") if p.strip()], f.out,
             f.data_dir, max_videos=f.max_videos, i3d=f.i3d, cross_identity=f.cross_identity,
             gaps=[int(g) for g in f.gaps.split(",")], frames=f.frames,
+            methods=[m.strip() for m in f.methods.split(",") if m.strip()],
             restarts=[r.strip() for r in f.restarts.split(",")],
             classifier_dir=f.classifier_dir, classifier=classifier or None, seed=f.seed)
     except FileNotFoundError as e:
@@ -566,6 +569,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("i3d", None, "I3D for FVD (default: kp_tf.pretrained's rule).")
     flags.DEFINE_integer("cross_identity", 4, "Transfer: cross-identity GIFs to write.")
     flags.DEFINE_string("gaps", "8,16", "Interpolation: the N frames between the given two.")
+    flags.DEFINE_string("methods", ",".join(INTERPOLATIONS), "Interpolation: the methods.")
     flags.DEFINE_integer("frames", 128, "Long range: frames to predict.", lower_bound=1)
     flags.DEFINE_string("restarts", ",".join(RESTARTS), "Long range: chunk restart rules.")
     flags.DEFINE_string("classifier_dir", None, "Where the motion-only action classifier is "
