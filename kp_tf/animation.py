@@ -11,7 +11,12 @@ and the export's `animate` and `interpolate` signatures (kp_tf.serving):
                          root-mean-square distance from the centroid as the spread where FOMM
                          takes the square root of the convex hull's area: both are lengths,
                          and this one is a few tensor ops, defined for any K).
-  interpolate_keypoints  k_first + w·(k_last − k_first) for w = i / (N + 1), i = 1..N.
+  interpolate_keypoints  the straight line: k_first + w·(k_last − k_first), w = i / (N + 1).
+  motion_path            the motion generator's path from k_first nearest k_last (the
+                         interpolation's default; docs/uses.md has the measurements).
+  combine_renders        the frames from renders of the path: from the first image, from both
+                         ends blended, or blended with the ends' reconstruction errors added
+                         back (the default).
 
 The Python path runs a loaded export (kp_tf.inference.Predictor) through its
 detect_keypoints and translate signatures only, so it also works on exports written before
