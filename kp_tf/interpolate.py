@@ -14,6 +14,9 @@ flags.DEFINE_string("model", None, "Export folder (python -m kp_tf.export).")
 flags.DEFINE_string("first", None, "The first image (any size; png, jpg, ...).")
 flags.DEFINE_string("last", None, "The last image.")
 flags.DEFINE_integer("frames", 8, "Frames to make between the two.", lower_bound=1)
+flags.DEFINE_enum("path", "linear", ["linear", "motion"], "The keypoints' path: a straight "
+                  "line, or the motion generator's path nearest the last image's keypoints "
+                  "(better where the generator's motion fits the clip: docs/uses.md).")
 flags.DEFINE_boolean("draw_keypoints", False, "Write each frame beside itself with its "
                      "keypoints, enlarged.")
 flags.DEFINE_string("out", "interpolation", "Output folder.")
@@ -27,7 +30,7 @@ def main(argv):
     from kp_tf.animation import interpolate_to_files
 
     record = interpolate_to_files(FLAGS.model, FLAGS.first, FLAGS.last, FLAGS.frames, FLAGS.out,
-                                  draw=FLAGS.draw_keypoints, fps=FLAGS.fps)
+                                  path=FLAGS.path, draw=FLAGS.draw_keypoints, fps=FLAGS.fps)
     print(f"Wrote {record['frames']} frames between the two images to {FLAGS.out}")
     return 0
 

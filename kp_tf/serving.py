@@ -203,8 +203,8 @@ class VideoPredictor:
         → {"video": [frames, S, S, 3], "keypoints": [frames, K, 2], "first_keypoints" and
         "last_keypoints": [K, 2]}.
 
-        The keypoints of the two images joined as animation.INTERPOLATION_PATH says (the
-        motion generator's nearest path, or a straight line), each frame rendered as
+        The keypoints of the two images joined as animation.INTERPOLATION_PATH says (a
+        straight line, or the motion generator's nearest path), each frame rendered as
         animation.INTERPOLATION_RENDER says (kp_tf.animation.interpolate is the same in
         Python over the export).
         """

@@ -146,9 +146,9 @@ def test_interpolate_renders_the_frames_between(predictor, clip):
     # along) is that image: the translator's error is added back.
     still = animation.interpolate(predictor, first, first, 3, render="residual", path="linear")
     np.testing.assert_allclose(still["video"], np.repeat(first[None], 3, 0), atol=1e-5)
-    # The default path: the generator's candidate nearest the last keypoints at step 9 (two
+    # The motion path: the generator's candidate nearest the last keypoints at step 9 (two
     # chunks of L = 8, the second from the first's last keypoints), its miss spread linearly.
-    default = animation.interpolate(predictor, first, last, 8)
+    default = animation.interpolate(predictor, first, last, 8, path="motion")
     actions, draws = predictor.config["num_actions"], animation.PATH_DRAWS
     z = tf.tile(tf.random.stateless_normal([draws, predictor.config["latent_dim"]],
                                            animation.PATH_SEED), [actions, 1])
@@ -190,6 +190,7 @@ def test_animate_signature_rejects_one_frame(predictor, clip):
 
 @pytest.mark.parametrize("frames", [1, 8, 40])
 def test_interpolate_signature_equals_the_python_path(predictor, clip, frames):
+    """The signature is the Python path with its defaults (INTERPOLATION_PATH and _RENDER)."""
     first, last = (conventions.to_model(clip[0][i]) for i in (0, 20))
     got = predictor.model.signatures["interpolate"](first=tf.constant(first),
                                                     last=tf.constant(last),
@@ -346,7 +347,8 @@ def test_interpolate_cli(tiny_run, clip, tmp_path):  # noqa: F811
     for name in ("a", "b"):
         out = tmp_path / name
         proc = _cli("kp_tf.interpolate", f"--model={tiny_run.export_dir}", f"--first={first}",
-                    f"--last={last}", "--frames=8", f"--out={out}", "--draw_keypoints")
+                    f"--last={last}", "--frames=8", f"--out={out}", "--draw_keypoints",
+                    "--path=motion")
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert "Wrote 8 frames between the two images" in proc.stdout
         keypoints.append(np.load(out / "keypoints.npy"))
@@ -357,9 +359,10 @@ def test_interpolate_cli(tiny_run, clip, tmp_path):  # noqa: F811
         assert gif.n_frames == 10 and gif.size == (2 * scale * s, scale * s)
     record = json.loads((tmp_path / "a" / "interpolation.json").read_text())
     assert record["frames"] == 8 and record["written_frames"] == 10
+    assert record["path"] == "motion" and record["render"] == animation.INTERPOLATION_RENDER
     predictor = inference.Predictor(tiny_run.export_dir)
     expected = animation.interpolate(predictor, inference.load_image(first, s),
-                                     inference.load_image(last, s), 8)
+                                     inference.load_image(last, s), 8, path="motion")
     np.testing.assert_allclose(keypoints[0], expected["keypoints"], atol=ATOL)
     proc = _cli("kp_tf.interpolate", f"--model={tiny_run.export_dir}", f"--first={first}",
                 f"--last={tmp_path / 'gone.png'}", f"--out={tmp_path / 'c'}")
