@@ -18,6 +18,11 @@ import numpy as np
 from kp_tf import cli, conventions
 
 
+# Images per detect_keypoints / translate call: the activations' memory stays bounded
+# whatever the number of frames.
+CHUNK = 32
+
+
 class PredictError(cli.UserError):
     """A model folder, image or action that cannot be used; the message names it."""
 
@@ -39,13 +44,25 @@ def load_image(path: str, size: int) -> np.ndarray:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     else:
         raise PredictError(f"{path}: unsupported channel count {image.shape[2]}")
-    h, w = image.shape[:2]
+    return conventions.to_model(fit_frames(image, size))
+
+
+def fit_frames(frames, size: int) -> np.ndarray:
+    """uint8 RGB [..., H, W, 3] of any size → uint8 [..., size, size, 3]: resized so that the
+    shorter side is `size` (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging), then
+    centre-cropped; the rule of `load_image`, for frames that are already decoded."""
+    frames = np.asarray(frames, np.uint8)
+    h, w = frames.shape[-3:-1]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     top, left = (nh - size) // 2, (nw - size) // 2
-    image = image[top:top + size, left:left + size]
-    return conventions.to_model(image)
+    if (h, w) == (size, size):
+        return frames
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    flat = frames.reshape((-1, h, w, 3))
+    out = np.stack([cv2.resize(f, (nw, nh), interpolation=interpolation)
+                    [top:top + size, left:left + size] for f in flat])
+    return out.reshape(frames.shape[:-3] + (size, size, 3))
 
 
 class Predictor:
@@ -69,6 +86,24 @@ class Predictor:
         if name not in self.actions:
             raise PredictError(f"unknown action {name!r}; this model knows: {', '.join(self.actions)}")
         return self.actions.index(name)
+
+    def detect(self, images) -> np.ndarray:
+        """float32 [N, S, S, 3] in [-1, 1] → keypoints [N, K, 2] (detect_keypoints,
+        CHUNK images a call)."""
+        tf, images = self._tf, np.asarray(images, np.float32)
+        return np.concatenate([self.model.detect_keypoints(tf.constant(images[i:i + CHUNK]))
+                               ["keypoints"].numpy() for i in range(0, len(images), CHUNK)])
+
+    def translate(self, image, source_kps, target_kps) -> np.ndarray:
+        """image [S, S, 3] in [-1, 1] with its keypoints [K, 2], target keypoints [T, K, 2] →
+        float32 video [T, S, S, 3] in [-1, 1] (translate, CHUNK frames a call)."""
+        tf = self._tf
+        image = tf.constant(np.asarray(image, np.float32)[None])
+        source = tf.constant(np.asarray(source_kps, np.float32)[None])
+        target_kps = np.asarray(target_kps, np.float32)
+        return np.concatenate([
+            self.model.translate(image, source, tf.constant(target_kps[None, i:i + CHUNK]))
+            ["video"].numpy()[0] for i in range(0, len(target_kps), CHUNK)])
 
     def predict(self, image: np.ndarray, action: int, seed: int, frames: int):
         tf = self._tf

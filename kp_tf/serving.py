@@ -8,7 +8,16 @@ Serving signatures (S = image size, K keypoints, A actions, L = sequence length)
       → video [B, T, S, S, 3]: each image is encoded once and its T frames rendered as one batch
   predict_video(image [S, S, 3], action i32 [], seed i64 [], frames i32 [])
       → video [frames, S, S, 3], keypoints [frames, K, 2], first_keypoints [K, 2]
+  animate(image [S, S, 3], driving_video [T, S, S, 3], T ≥ 2)
+      → video [T, S, S, 3], keypoints [T, K, 2], source_keypoints [K, 2],
+        driving_keypoints [T, K, 2]: motion transfer, relative with adapt_scale
+  interpolate(first [S, S, 3], last [S, S, 3], frames i32 [] ≥ 1)
+      → video [frames, S, S, 3], keypoints [frames, K, 2], first_keypoints [K, 2],
+        last_keypoints [K, 2]: the frames between two images, by keypoint interpolation
   serving_default: predict_video again, for servers that call it when no signature is named.
+The rules of animate and interpolate are kp_tf.animation's; past L frames predict_video
+starts each chunk of the motion from the keypoints detected on the frame rendered with the
+last ones (motion_generator.rollout's restart; docs/uses.md has why).
 The action names and the preset travel as files (`assets.extra/actions.txt`, `config.json`)
 and as the string variables `action_names` and `config_json`; loading needs TensorFlow only.
 
@@ -31,16 +40,17 @@ import tempfile
 
 import tensorflow as tf
 
-from kp_tf import run_folder
+from kp_tf import animation, run_folder
 from kp_tf.models.motion_generator import rollout
 
 # Export order; the first is also `serving_default`. predict_video is the whole pipeline, so a
 # request that names no signature gets image → video.
-SIGNATURES = ("predict_video", "detect_keypoints", "generate_motion", "translate")
+SIGNATURES = ("predict_video", "detect_keypoints", "generate_motion", "translate", "animate",
+              "interpolate")
 
 
 class VideoPredictor:
-    """The four serving computations over the trained networks, callable eagerly or traced.
+    """The serving computations over the trained networks, callable eagerly or traced.
 
     The methods are the signatures of the module docstring (inputs and outputs as named
     there); `input_signatures()` gives their specs and `archive(action_names)` the
@@ -79,6 +89,11 @@ class VideoPredictor:
             "translate": [tf.TensorSpec([None, s, s, 3], tf.float32, name="image"),
                           tf.TensorSpec([None, k, 2], tf.float32, name="source_kps"),
                           tf.TensorSpec([None, None, k, 2], tf.float32, name="target_kps")],
+            "animate": [tf.TensorSpec([s, s, 3], tf.float32, name="image"),
+                        tf.TensorSpec([None, s, s, 3], tf.float32, name="driving_video")],
+            "interpolate": [tf.TensorSpec([s, s, 3], tf.float32, name="first"),
+                            tf.TensorSpec([s, s, 3], tf.float32, name="last"),
+                            tf.TensorSpec([], tf.int32, name="frames")],
         }
         return {name: specs[name] for name in SIGNATURES}
 
@@ -116,20 +131,107 @@ class VideoPredictor:
         → {"video": [frames, S, S, 3], "keypoints": [frames, K, 2], "first_keypoints": [K, 2]}.
 
         z is a stateless draw from `seed`, so a seed gives the same video in every process
-        and loader, and a served model keeps no random state between requests.
+        and loader, and a served model keeps no random state between requests. Past L
+        frames each chunk of the motion starts from the keypoints detected on the frame
+        rendered with the previous chunk's last keypoints (rollout's restart): started from
+        its own smoother output, the generator's motion fades chunk after chunk.
         """
         tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
         image = image[None]
         k0 = self.detector(image, training=False)
         z = tf.random.stateless_normal([1, self._cfg.latent_dim], tf.stack([seed, seed + 1]))
         one_hot = self._one_hot(action[None])
+
+        def redetect(last):  # the next chunk starts from what the rendered frame shows
+            frame = self.translate(image, k0, last[:, None])["video"][:, 0]
+            return self.detector(frame, training=False)
+
         keypoints = rollout(lambda start: self.motion_generator.decode(z, start, one_hot), k0,
-                            frames, self._cfg.sequence_length)
+                            frames, self._cfg.sequence_length, restart=redetect)
         video = self.translate(image, k0, keypoints)["video"]
         return {"video": video[0], "keypoints": keypoints[0], "first_keypoints": k0[0]}
 
+    def _chunked(self, fn, count, shape):
+        """fn(start, end) → float32 [end − start, *shape] over consecutive ranges of
+        animation.RENDER_CHUNK covering 0..count, concatenated: one network call per chunk in
+        a TensorFlow loop, so that the activations' memory does not grow with `count`."""
+        size = animation.RENDER_CHUNK
+        chunks = (count + size - 1) // size
+        array = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                               element_shape=tf.TensorShape([None] + list(shape)))
+
+        def body(i, array):
+            start = i * size
+            return i + 1, array.write(i, fn(start, tf.minimum(start + size, count)))
+
+        _, array = tf.while_loop(lambda i, _: i < chunks, body, (0, array))
+        return tf.ensure_shape(array.concat(), [None] + list(shape))
+
+    def _render(self, image, source_kps, target_kps):
+        """image [S, S, 3], source_kps [K, 2], target_kps [T, K, 2] → video [T, S, S, 3],
+        `translate` a chunk of frames at a time."""
+        s = self._cfg.image_size
+        return self._chunked(
+            lambda a, b: self.translate(image[None], source_kps[None],
+                                        target_kps[None, a:b])["video"][0],
+            tf.shape(target_kps)[0], [s, s, 3])
+
+    def animate(self, image, driving_video):
+        """image [S, S, 3], driving_video [T, S, S, 3] (T ≥ 2), both in [-1, 1]
+        → {"video": [T, S, S, 3], "keypoints": [T, K, 2] (the driven keypoints),
+        "source_keypoints": [K, 2], "driving_keypoints": [T, K, 2]}.
+
+        Relative motion transfer with adapt_scale (animation.transfer_keypoints): frame t
+        renders the image with its keypoints moved as the driving keypoints moved from frame 0,
+        scaled by the ratio of the two figures' spreads. Absolute transfer needs no signature
+        of its own: translate(image, detect_keypoints(image), detect_keypoints(driving)).
+        """
+        t = tf.shape(driving_video)[0]
+        tf.debugging.assert_greater_equal(t, 2, message="the driving video needs at least "
+                                                        "2 frames")
+        source = self.detector(image[None], training=False)
+        driving = self._chunked(
+            lambda a, b: self.detector(driving_video[a:b], training=False), t,
+            [self._cfg.num_keypoints, 2])
+        keypoints = animation.transfer_keypoints(source, driving[None], driving[:1],
+                                                 relative=True, adapt_scale=True)[0]
+        return {"video": self._render(image, source[0], keypoints), "keypoints": keypoints,
+                "source_keypoints": source[0], "driving_keypoints": driving}
+
+    def interpolate(self, first, last, frames):
+        """first, last [S, S, 3] in [-1, 1], frames int32 [] ≥ 1
+        → {"video": [frames, S, S, 3], "keypoints": [frames, K, 2], "first_keypoints" and
+        "last_keypoints": [K, 2]}.
+
+        The keypoints of the two images joined as animation.INTERPOLATION_PATH says (a
+        straight line, or the motion generator's nearest path), each frame rendered as
+        animation.INTERPOLATION_RENDER says (kp_tf.animation.interpolate is the same in
+        Python over the export).
+        """
+        tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
+        ends = self.detector(tf.stack([first, last]), training=False)
+        weights = animation.interpolation_weights(frames)
+        cfg = self._cfg
+        if animation.INTERPOLATION_PATH == "motion":
+            keypoints = animation.motion_path(
+                lambda k, a, z: self.motion_generator.decode(z, k, self._one_hot(a)), ends[0],
+                ends[1], frames, cfg.sequence_length, cfg.num_actions, cfg.latent_dim)
+        else:
+            keypoints = animation.interpolate_keypoints(ends[:1], ends[1:], weights)[0]
+        render = animation.INTERPOLATION_RENDER
+        from_first = self._render(first, ends[0], keypoints)
+        from_last = residuals = None
+        if render != "first":
+            from_last = self._render(last, ends[1], keypoints)
+        if render == "residual":
+            residuals = (first - self._render(first, ends[0], ends[:1])[0],
+                         last - self._render(last, ends[1], ends[1:])[0])
+        video = animation.combine_renders(render, weights, from_first, from_last, residuals)
+        return {"video": video, "keypoints": keypoints, "first_keypoints": ends[0],
+                "last_keypoints": ends[1]}
+
     def archive(self, action_names):
-        """A keras.export.ExportArchive with the four endpoints and the string variables
+        """A keras.export.ExportArchive with the endpoints of SIGNATURES and the string variables
         `action_names` [A] (or [""] without classes) and `config_json` []."""
         import keras
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import colorsys
 import contextlib
 import os
+import sys
 import tempfile
 
 import cv2
@@ -210,3 +211,96 @@ def write_mp4(path: str, frames, fps: float = 10) -> None:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
+
+
+class VideoStream:
+    """GIF and/or MP4 files written a chunk of frames at a time, so that a long video never
+    sits in memory whole (`write_gif` and Pillow's multi-frame GIF save keep every frame).
+
+    Use as a context manager: `with VideoStream(["a.gif", "a.mp4"], fps) as out:
+    out.write(frames)` per chunk of uint8 [T, H, W, 3] RGB frames. Each file is written under
+    a temporary name beside it and renamed when the block ends without an error (removed
+    otherwise), like `write_gif`. GIF frames get their own median-cut palette, as in
+    `write_gif`, but identical frames are not merged, so a reader counts every frame.
+
+    Raises:
+      ValueError: for a path that ends in neither .gif nor .mp4, frames of another size than
+        the first chunk's, or leaving the block without any frame written.
+      IOError: if OpenCV cannot open an MP4 writer.
+    """
+
+    def __init__(self, paths, fps: float = 10):
+        self.paths = [str(p) for p in paths]
+        bad = [p for p in self.paths if not p.lower().endswith((".gif", ".mp4"))]
+        if bad:
+            raise ValueError(f"{bad[0]}: a video stream writes .gif or .mp4 files")
+        self.fps = float(fps)
+        self.frames = 0
+        self._stack = None
+        self._files = {}  # final path → (temporary path, open file or cv2.VideoWriter)
+        self._size = None
+
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        for path in self.paths:
+            tmp = self._stack.enter_context(_atomic(path, os.path.splitext(path)[1]))
+            self._files[path] = [tmp, None]
+        return self
+
+    def write(self, frames) -> None:
+        """Appends uint8 [T, H, W, 3] RGB frames to every file."""
+        frames = np.asarray(frames, np.uint8)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames [T, H, W, 3], got {frames.shape}")
+        if self._size is None:
+            self._size = frames.shape[1:3]
+        elif frames.shape[1:3] != self._size:
+            raise ValueError(f"frames of {frames.shape[1:3]} after frames of {self._size}")
+        for path, entry in self._files.items():
+            if path.lower().endswith(".gif"):
+                self._write_gif(entry, frames)
+            else:
+                self._write_mp4(path, entry, frames)
+        self.frames += len(frames)
+
+    def _write_gif(self, entry, frames) -> None:
+        from PIL import GifImagePlugin
+
+        duration = round(1000 / self.fps)
+        if entry[1] is None:
+            entry[1] = open(entry[0], "wb")
+        for i, frame in enumerate(frames):
+            image = Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT)
+            if self.frames + i == 0:  # the file's header, with the first frame's palette
+                header, _ = GifImagePlugin.getheader(image, info={"loop": 0,
+                                                                  "duration": duration})
+                entry[1].write(b"".join(header))
+            entry[1].write(b"".join(GifImagePlugin.getdata(
+                image, include_color_table=True, duration=duration)))
+
+    def _write_mp4(self, path, entry, frames) -> None:
+        if entry[1] is None:
+            h, w = self._size
+            entry[1] = cv2.VideoWriter(entry[0], cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                       (w, h))
+            if not entry[1].isOpened():
+                raise IOError(f"cannot open an mp4v video writer for {path}")
+        for frame in frames:
+            entry[1].write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def __exit__(self, kind, value, traceback):
+        try:
+            for path, (_, handle) in self._files.items():
+                if handle is None:
+                    continue
+                if path.lower().endswith(".gif"):
+                    handle.write(b";")  # the trailer
+                    handle.close()
+                else:
+                    handle.release()
+            if kind is None and self.frames == 0:
+                raise ValueError(f"{self.paths[0]}: no frames were written")
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        return self._stack.__exit__(kind, value, traceback)

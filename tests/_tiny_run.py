@@ -66,12 +66,17 @@ def copy_run(tiny: TinyRun, dest) -> TinyRun:
 
 def first_test_frame(tiny: TinyRun):
     """The first frame of the run's first test clip, uint8 [S, S, 3] RGB: a figure to detect."""
+    return first_test_clip(tiny, 1)[0]
+
+
+def first_test_clip(tiny: TinyRun, count: int):
+    """The first `count` frames of the run's first test clip, uint8 [count, S, S, 3] RGB."""
     import tensorflow as tf
     from kp_tf.data import tfrecords
 
     shard = tfrecords.shard_paths(tiny.data_dir, "test")[0]
     clip = tfrecords.parse_clip(next(iter(tf.data.TFRecordDataset(shard))))
-    return tfrecords.decode_frames(clip["frames_png"][:1]).numpy()[0]
+    return tfrecords.decode_frames(clip["frames_png"][:count]).numpy()
 
 
 @pytest.fixture(scope="session")

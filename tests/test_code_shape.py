@@ -18,7 +18,7 @@ LAYERS = [
     ["kp_tf.models"],
     ["kp_tf.run_folder"],
     ["kp_tf.training"],
-    ["kp_tf.serving", "kp_tf.inference", "kp_tf.tflite_export"],
+    ["kp_tf.serving", "kp_tf.inference", "kp_tf.tflite_export", "kp_tf.animation"],
     ["kp_tf.evaluation"],
     ["kp_tf.stages"],
     ["kp_tf.make_tfrecords", "kp_tf.train", "kp_tf.export", "kp_tf.predict", "kp_tf.evaluate",

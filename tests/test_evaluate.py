@@ -358,11 +358,12 @@ def test_command_line(tiny_run, tmp_path):
 
 
 def test_generated_class_sequences_match_predict_video(tiny_run, exported):
-    """The class matrix's sequences use predict_video's z: for the clip's own action and the
-    seed of its sample 0 they are the keypoints of that video."""
+    """The class matrix's sequences use predict_video's z and, past L frames, its restarts
+    from re-detected keypoints: for the clip's own action and the seed of its sample 0 they
+    are the keypoints of that video."""
     clip = test_clips.load_test_clips(exported, tiny_run.data_dir, "test", FRAMES, "stage2", 1)[0]
     k0 = exported.detect(clip["frames"][:1])
-    generated = exported.generate(k0, [clip["label"]], [7], FRAMES)
+    generated = exported.generate(k0, [clip["label"]], [7], FRAMES, images=clip["frames"][:1])
     _, keypoints = exported.predict(clip["frames"][0], clip["label"], 7, FRAMES)
     assert generated.shape == (1, FRAMES) + k0.shape[1:]
     np.testing.assert_allclose(generated[0], keypoints, atol=1e-5)

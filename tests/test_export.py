@@ -18,6 +18,7 @@ import tensorflow as tf
 from _tiny_run import first_test_frame, tiny_run  # noqa: F401  (tiny_run: a fixture)
 from kp_tf import run_folder, serving
 from kp_tf.data import synthetic
+from kp_tf.models.motion_generator import rollout
 
 ATOL = 1e-5
 SEED, OTHER_SEED, ACTION = 7, 8, 2
@@ -147,12 +148,13 @@ def test_restore_models_restores_every_trained_weight(tiny_run, keras_models):  
             assert np.any(variable.numpy() != init), variable.path
 
 
-def test_loads_without_package_and_has_four_signatures(exported):
+def test_loads_without_package_and_has_its_signatures(exported):
     _, out = exported
     assert bool(out["modules_kp_tf"])
-    # The four, and serving_default: predict_video under the name servers call by default.
+    # The six, and serving_default: predict_video under the name servers call by default.
     assert sorted(out["signature_names"].tolist()) == sorted(
-        ["detect_keypoints", "generate_motion", "translate", "predict_video", "serving_default"])
+        ["detect_keypoints", "generate_motion", "translate", "predict_video", "animate",
+         "interpolate", "serving_default"])
     assert out["serving_default_inputs"].tolist() == ["action", "frames", "image", "seed"]
     assert out["serving_default_outputs"].tolist() == ["first_keypoints", "keypoints", "video"]
     assert out["predict_video_inputs"].tolist() == out["serving_default_inputs"].tolist()
@@ -194,7 +196,17 @@ def test_predict_video_matches_keras(exported, keras_models, name):
     frames = cfg.sequence_length if name == "short" else 2 * cfg.sequence_length + 3
     k0 = detector(image[None], training=False)
     z = tf.random.stateless_normal([1, cfg.latent_dim], tf.constant([SEED, SEED + 1], tf.int64))
-    keypoints = np.asarray(generator.sample(k0, _one_hot(cfg, [ACTION]), z=z, frames=frames))[0]
+
+    def redetect(last):  # past L: the keypoints detected on the frame rendered with the last
+        return detector(_render(keras_models, image, np.asarray(k0)[0], np.asarray(last)),
+                        training=False)
+
+    one_hot = _one_hot(cfg, [ACTION])
+    keypoints = np.asarray(rollout(lambda start: generator.decode(z, start, one_hot), k0, frames,
+                                   cfg.sequence_length, restart=redetect))[0]
+    if name == "short":  # one chunk: the generator's own sampling path
+        np.testing.assert_allclose(keypoints, np.asarray(generator.sample(
+            k0, one_hot, z=z, frames=frames))[0], atol=ATOL)
     video = _render(keras_models, image, np.asarray(k0)[0], keypoints)
     got = {k: out[f"predict_{name}_{k}"] for k in ("video", "keypoints", "first_keypoints")}
     assert got["video"].shape == (frames, cfg.image_size, cfg.image_size, 3)
@@ -206,7 +218,7 @@ def test_predict_video_matches_keras(exported, keras_models, name):
 
 
 def test_predict_video_rolls_forward_past_sequence_length(exported, keras_models):
-    _, out = exported
+    inputs, out = exported
     cfg = keras_models[0]
     length = cfg.sequence_length
     long_kp, short_kp = out["predict_long_keypoints"], out["predict_short_keypoints"]
@@ -217,12 +229,14 @@ def test_predict_video_rolls_forward_past_sequence_length(exported, keras_models
                                atol=ATOL)
     # ... and frames=1 is its first frame.
     np.testing.assert_allclose(out["predict_one_keypoints"], short_kp[:1], atol=ATOL)
-    # Each later chunk is an L-frame decode with the same z, started from the previous
-    # chunk's last keypoints.
-    _, _, _, _, generator = keras_models
+    # Each later chunk is an L-frame decode with the same z, started from the keypoints
+    # detected on the frame rendered with the previous chunk's last keypoints.
+    _, detector, _, _, generator = keras_models
     z = tf.random.stateless_normal([1, cfg.latent_dim], tf.constant([SEED, SEED + 1], tf.int64))
+    image, k0 = inputs["images"][0], out["predict_long_first_keypoints"]
     for start in (length, 2 * length):
-        chunk = generator.decode(z, long_kp[start - 1][None], _one_hot(cfg, [ACTION]))
+        frame = _render(keras_models, image, k0, long_kp[start - 1][None])
+        chunk = generator.decode(z, detector(frame, training=False), _one_hot(cfg, [ACTION]))
         end = min(start + length, len(long_kp))
         np.testing.assert_allclose(long_kp[start:end], np.asarray(chunk)[0, :end - start],
                                    atol=ATOL)

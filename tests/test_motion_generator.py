@@ -304,3 +304,32 @@ def test_rollout_takes_a_tensor_frame_count_and_bfloat16_chunks():
     assert out.dtype == tf.float32 and out.shape[0] == 2 and int(tf.shape(out)[1]) == 10
     expected = k0[:, None] + 0.125 * tf.range(1, 11, dtype=tf.float32)[None, :, None, None]
     np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=0.02)  # bfloat16 steps
+
+
+@pytest.mark.parametrize("frames", [4, 9, 12])
+def test_rollout_restart_gives_each_next_chunk_its_start(frames):
+    """With a restart, chunk t+1 starts from restart(last keypoints of chunk t); the restart
+    runs once per chunk boundary, never after the last chunk, in a graph as eagerly."""
+    from kp_tf.models.motion_generator import rollout
+
+    k0 = tf.zeros([2, 3, 2])
+    calls = tf.Variable(0)
+
+    def decode(start):  # one chunk of 4 frames: start + 0.1, + 0.2, ...
+        return start[:, None] + 0.1 * tf.range(1, 5, dtype=tf.float32)[None, :, None, None]
+
+    def restart(last):  # halves the last keypoints: what the next chunk must start from
+        calls.assign_add(1)
+        return 0.5 * last
+
+    for run in (lambda n: rollout(decode, k0, n, 4, restart),
+                tf.function(lambda n: rollout(decode, k0, n, 4, restart))):
+        calls.assign(0)
+        out = run(tf.constant(frames)).numpy()
+        assert out.shape == (2, frames, 3, 2)
+        start, expected = 0.0, []
+        for _ in range(-(-frames // 4)):
+            expected += [start + 0.1 * j for j in range(1, 5)]
+            start = 0.5 * expected[-1]
+        np.testing.assert_allclose(out[0, :, 0, 0], expected[:frames], atol=1e-6)
+        assert int(calls.numpy()) == -(-frames // 4) - 1

@@ -222,6 +222,51 @@ def test_broken_frame_in_folder_names_the_frame(tmp_path):
         readers.read_frame_folder(folder)
 
 
+@pytest.mark.parametrize("kind", ["gif", "mp4", "png", "folder"])
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_iter_clip_frames_gives_read_clip_frames_in_chunks(tmp_path, kind, chunk):
+    frames = random_frames(t=9, h=16, w=16)
+    path = {"gif": lambda: write_gif(tmp_path / "a.gif", frames),
+            "mp4": lambda: write_mp4(tmp_path / "a.mp4", flat_frames([(c, 9, 9) for c in
+                                                                      range(0, 180, 20)], 16, 16)),
+            "png": lambda: write_strip(tmp_path / "a.png", frames),
+            "folder": lambda: write_frame_folder(tmp_path / "a", frames)}[kind]()
+    chunks = list(readers.iter_clip_frames(path, chunk))
+    assert [len(c) for c in chunks[:-1]] == [chunk] * (len(chunks) - 1)
+    assert 1 <= len(chunks[-1]) <= chunk
+    assert all(c.dtype == np.uint8 and c.shape[1:] == (16, 16, 3) for c in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks), readers.read_clip(path).frames)
+
+
+def test_iter_clip_frames_decodes_as_it_goes(tmp_path):
+    """A video's first chunk comes before the rest is decoded: a reader that held the whole
+    clip could not give it after its file is gone."""
+    path = write_mp4(tmp_path / "long.mp4", flat_frames([(c % 250, 9, 9) for c in range(300)]))
+    frames = readers.iter_clip_frames(path, 10)
+    first = next(frames)
+    assert first.shape == (10, 24, 32, 3)
+    assert sum(len(c) for c in frames) == 290
+
+
+@pytest.mark.parametrize("damage", [corrupt, truncate, empty])
+def test_iter_clip_frames_errors_name_the_file(tmp_path, damage):
+    path = damage(_valid("gif", tmp_path / "bad.gif"))
+    with pytest.raises(ClipReadError) as info:
+        list(readers.iter_clip_frames(path, 4))
+    assert info.value.path == str(path)
+    with pytest.raises(ClipReadError, match="not found"):
+        list(readers.iter_clip_frames(tmp_path / "missing.mp4"))
+    with pytest.raises(ClipReadError, match="chunk size"):
+        list(readers.iter_clip_frames(tmp_path / "missing.mp4", 0))
+
+
+def test_gif_padded_with_zeros_after_the_trailer_reads(tmp_path):
+    frames = random_frames(t=3, h=16, w=16)
+    path = write_gif(tmp_path / "padded.gif", frames)
+    path.write_bytes(path.read_bytes() + bytes(10000))  # longer than one backward block
+    np.testing.assert_array_equal(readers.read_gif(path).frames, frames)
+
+
 # --- Penn Action --------------------------------------------------------------------------
 
 def make_penn(root, videos=(("0001", "squat", 7), ("0002", "pullup", 1)), t=4, h=24, w=32):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _tiny_run import first_test_frame, tiny_run  # noqa: F401  (tiny_run: a fixture)
+from _tiny_run import first_test_clip, first_test_frame, tiny_run  # noqa: F401
 from conftest import REPO
 from kp_tf import inference, run_folder, serving
 
@@ -110,7 +110,9 @@ def inputs(tiny_run):  # noqa: F811
             "k0": rng.uniform(-0.8, 0.8, (2, k, 2)).astype(np.float32),
             "actions": np.array([0, cfg.num_actions - 1], np.int32),
             "z": rng.standard_normal((2, lat)).astype(np.float32),
-            "targets": rng.uniform(-0.8, 0.8, (2, 3, k, 2)).astype(np.float32)}
+            "targets": rng.uniform(-0.8, 0.8, (2, 3, k, 2)).astype(np.float32),
+            # a driving video longer than one render chunk: the first test clip's frames
+            "driving": first_test_clip(tiny_run, 40).astype(np.float32) / 127.5 - 1.0}
 
 
 def _video_request(image, seed, frames, signature="predict_video"):
@@ -138,6 +140,18 @@ def session(tiny_run, inputs, tmp_path_factory):  # noqa: F811
         "video_other": _video_request(x["images"][0], OTHER_SEED, length),
         "video_long": _video_request(x["images"][0], SEED, 2 * length + 3),
         "video_zero": _video_request(x["images"][0], SEED, 0),
+        "animate": {"signature_name": "animate",
+                    "inputs": {"image": x["images"][1].tolist(),
+                               "driving_video": x["driving"].tolist()}},
+        "animate_one": {"signature_name": "animate",
+                        "inputs": {"image": x["images"][1].tolist(),
+                                   "driving_video": x["driving"][:1].tolist()}},
+        "interpolate": {"signature_name": "interpolate",
+                        "inputs": {"first": x["images"][0].tolist(),
+                                   "last": x["images"][1].tolist(), "frames": 5}},
+        "interpolate_zero": {"signature_name": "interpolate",
+                             "inputs": {"first": x["images"][0].tolist(),
+                                        "last": x["images"][1].tolist(), "frames": 0}},
     }
     return run_in_session(tiny_run.export_dir, requests, tmp_path_factory.mktemp("session"))
 
@@ -160,7 +174,9 @@ def test_session_signatures_are_the_python_specs(session, predictor):
     assert set(specs) == set(serving.SIGNATURES) | {"serving_default"}
     outputs = {"detect_keypoints": ["keypoints"], "generate_motion": ["keypoints"],
                "translate": ["video"],
-               "predict_video": ["first_keypoints", "keypoints", "video"]}
+               "predict_video": ["first_keypoints", "keypoints", "video"],
+               "animate": ["driving_keypoints", "keypoints", "source_keypoints", "video"],
+               "interpolate": ["first_keypoints", "keypoints", "last_keypoints", "video"]}
     for name, arg_specs in predictor.input_signatures().items():
         want = {spec.name: [spec.dtype.name, [-1 if d is None else d for d in spec.shape]]
                 for spec in arg_specs}
@@ -181,6 +197,12 @@ def test_every_signature_in_a_session_matches_the_python_path(session, predictor
     for frames, name in ((length, "video"), (2 * length + 3, "video_long")):
         for k, v in _eager_video(predictor, x["images"][0], SEED, frames).items():
             expected[f"{name}/{k}"] = v
+    for k, v in predictor.animate(tf.constant(x["images"][1]),
+                                  tf.constant(x["driving"])).items():
+        expected[f"animate/{k}"] = v
+    for k, v in predictor.interpolate(tf.constant(x["images"][0]), tf.constant(x["images"][1]),
+                                      tf.constant(5)).items():
+        expected[f"interpolate/{k}"] = v
     diffs = {key: _max_diff(session[key], value) for key, value in expected.items()}
     print("max |session - eager|:", diffs)
     assert max(diffs.values()) <= ATOL, diffs
@@ -212,6 +234,8 @@ def test_predict_video_seed_gives_one_video_in_every_loader(session, predictor, 
 
 def test_zero_frames_is_an_invalid_argument_in_a_session(session):
     assert "frames must be" in str(session["video_zero/error"])
+    assert "frames must be" in str(session["interpolate_zero/error"])
+    assert "at least 2 frames" in str(session["animate_one/error"])
 
 
 def test_export_holds_each_inference_weight_once_and_no_other_state(tiny_run,
@@ -249,10 +273,15 @@ def doc_workdir(tiny_run, tmp_path_factory):  # noqa: F811
     """A folder with frame.png (a test frame) and the environment the doc's commands use:
     MODEL = the tiny export, this interpreter's bin first on PATH (python, saved_model_cli),
     this checkout importable as kp_tf."""
+    from PIL import Image
+
     work = tmp_path_factory.mktemp("doc")
     rgb = first_test_frame(tiny_run)
     assert cv2.imwrite(str(work / "frame.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    frames = [Image.fromarray(f) for f in first_test_clip(tiny_run, 12)[::-1]]
+    frames[0].save(work / "driving.gif", save_all=True, append_images=frames[1:], loop=0)
     env = dict(os.environ, MODEL=tiny_run.export_dir, IMAGE=str(work / "frame.png"),
+               DRIVING=str(work / "driving.gif"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
                PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return work, env
@@ -280,6 +309,13 @@ def test_doc_saved_model_cli_commands_run_and_match_the_python_path(doc_workdir,
         "motion/keypoints.npy": motion,
         "translate/video.npy": predictor.translate(image[None], k0, motion)["video"],
     }
+    driving, last = np.load(work / "driving.npy"), np.load(work / "last.npy")
+    assert driving.shape == (12,) + image.shape
+    for key, value in predictor.animate(tf.constant(image), tf.constant(driving)).items():
+        expected[f"animate/{key}.npy"] = value
+    for key, value in predictor.interpolate(tf.constant(image), tf.constant(last),
+                                            tf.constant(8)).items():
+        expected[f"interpolate/{key}.npy"] = value
     diffs = {path: _max_diff(out(path), value) for path, value in expected.items()}
     print("max |saved_model_cli - eager|:", diffs)
     assert max(diffs.values()) <= ATOL, diffs

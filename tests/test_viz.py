@@ -173,3 +173,36 @@ def test_mp4_writer_failure_names_the_path(tmp_path, monkeypatch):
     with pytest.raises(IOError, match="broken.mp4"):
         viz.write_mp4(str(path), _moving_square())
     assert not list(tmp_path.iterdir())
+
+
+def test_video_stream_writes_gif_and_mp4_in_chunks(tmp_path):
+    frames = _moving_square(t=7)
+    frames[3] = frames[2]  # identical neighbours stay two frames (write_gif merges them)
+    paths = [tmp_path / "clip.gif", tmp_path / "clip.mp4"]
+    with viz.VideoStream(paths, fps=10) as out:
+        for start in range(0, 7, 3):
+            out.write(frames[start:start + 3])
+    assert out.frames == 7
+    with Image.open(paths[0]) as gif:
+        assert gif.n_frames == 7 and gif.size == (32, 24) and gif.info.get("loop") == 0
+        assert gif.info.get("duration") == 100
+        gif.seek(5)
+        np.testing.assert_allclose(np.asarray(gif.convert("RGB")), frames[5], atol=8)
+    capture = cv2.VideoCapture(str(paths[1]))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
+    capture.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.mp4"]
+
+
+def test_video_stream_leaves_nothing_behind_on_an_error(tmp_path):
+    frames = _moving_square(t=2)
+    with pytest.raises(ValueError, match="after frames of"):
+        with viz.VideoStream([tmp_path / "a.gif", tmp_path / "a.mp4"]) as out:
+            out.write(frames)
+            out.write(frames[:, :8])
+    with pytest.raises(ValueError, match="no frames"):
+        with viz.VideoStream([tmp_path / "b.gif"]):
+            pass
+    with pytest.raises(ValueError, match="c.avi"):
+        viz.VideoStream([tmp_path / "c.avi"])
+    assert not list(tmp_path.iterdir())

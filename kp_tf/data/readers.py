@@ -6,7 +6,8 @@ Formats:
   * folders of frame images, naturally sorted by name: `read_frame_folder`;
   * horizontal strips of square frames (the Monkey-Net / FOMM format used for UvA-NEMO and
     Weizmann): `read_strip`;
-  * `read_clip` picks one of the above from the path;
+  * `read_clip` picks one of the above from the path; `iter_clip_frames` gives the same frames
+    in chunks, decoding as it goes (long driving videos in `kp_tf.animate`);
   * Penn Action (frames + .mat labels + 9-class split files): `read_penn_clip`, `read_penn_split`;
   * the Weizmann 64×64 copy (strips + labels.csv): `read_weizmann_labels`, `read_weizmann_clip`.
 
@@ -17,11 +18,13 @@ converter can report the file and go on with the next one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -150,6 +153,59 @@ def gif_frame_repeats(durations) -> np.ndarray:
     return np.where(d > 0, np.maximum(1, np.rint(d / positive.min())), 1).astype(np.int64)
 
 
+def _last_nonzero_byte(f, block: int = 4096) -> bytes:
+    """The last byte of an open file that is not a padding zero (b"" if there is none),
+    read backwards a block at a time."""
+    end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        data = f.read(end - start).rstrip(b"\x00")
+        if data:
+            return data[-1:]
+        end = start
+    return b""
+
+
+def _gif_stored_frames(path: Path) -> Iterator[tuple]:
+    """(frame uint8 [H, W, 3], its delay in ms or None) for each frame stored in a GIF."""
+    _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            signature = f.read(6)
+            last = _last_nonzero_byte(f)
+    except OSError as e:
+        raise ClipReadError(path, f"cannot read: {e}") from e
+    if signature not in (b"GIF87a", b"GIF89a"):
+        raise ClipReadError(path, "not a GIF file (bad signature)")
+    # Pillow stops quietly at end of data when a file is cut between two frames; the GIF
+    # trailer byte ';' is what tells a complete file from one cut at a frame boundary.
+    if last != b";":
+        raise ClipReadError(path, "truncated GIF (no trailer)")
+    count = 0
+    try:
+        with Image.open(path) as image:
+            for frame in ImageSequence.Iterator(image):
+                count += 1
+                # Pillow keeps a frame's own delay in info and drops it for a frame without one.
+                yield _pil_to_rgb(frame), frame.info.get("duration")
+    except ClipReadError:
+        raise
+    except Exception as e:
+        raise ClipReadError(path, f"cannot decode GIF: {e}") from e
+    if not count:
+        raise ClipReadError(path, "GIF has no frames")
+
+
+def _gif_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a GIF one at a time, uint8 [H, W, 3], each repeated as its delay says
+    (`gif_frame_repeats`); a first pass reads the delays, so memory stays one frame."""
+    delays = [d for _, d in _gif_stored_frames(path)]
+    for (frame, _), repeat in zip(_gif_stored_frames(path), gif_frame_repeats(delays)):
+        for _ in range(int(repeat)):
+            yield frame
+
+
 def read_gif(path, *, clip_id: Optional[str] = None, by_duration: bool = True) -> Clip:
     """All frames of an animated GIF, RGB (palette resolved, alpha dropped), in time order.
 
@@ -162,39 +218,68 @@ def read_gif(path, *, clip_id: Optional[str] = None, by_duration: bool = True) -
     Args:
       path: the .gif file.
       clip_id: defaults to the file stem.
-      by_duration: False keeps one frame per stored frame.
 
     Raises:
       ClipReadError: missing, empty, corrupt or truncated file.
     """
     path = Path(path)
-    _check_file(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ClipReadError(path, f"cannot read: {e}") from e
-    if not data.startswith((b"GIF87a", b"GIF89a")):
-        raise ClipReadError(path, "not a GIF file (bad signature)")
-    # Pillow stops quietly at end of data when a file is cut between two frames; the GIF
-    # trailer byte ';' is what tells a complete file from one cut at a frame boundary.
-    if not data.rstrip(b"\x00").endswith(b";"):
-        raise ClipReadError(path, "truncated GIF (no trailer)")
-    frames, durations = [], []
-    try:
-        with Image.open(path) as image:
-            for frame in ImageSequence.Iterator(image):
-                frames.append(_pil_to_rgb(frame))
-                # Pillow keeps a frame's own delay in info and drops it for a frame without one.
-                durations.append(frame.info.get("duration"))
-    except Exception as e:
-        raise ClipReadError(path, f"cannot decode GIF: {e}") from e
-    if not frames:
-        raise ClipReadError(path, "GIF has no frames")
+    stored = list(_gif_stored_frames(path))
+    frames = np.stack([f for f, _ in stored])
+    durations = [d for _, d in stored]
     repeats = gif_frame_repeats(durations) if by_duration else np.ones(len(frames), np.int64)
     positive = [d for d in durations if d]
     meta = {"gif_frames": len(frames), "gif_expanded_frames": int(repeats.sum()) - len(frames),
             "gif_frame_ms": min(positive) if positive else None}
-    return _make_clip(path, np.repeat(np.stack(frames), repeats, axis=0), clip_id, meta=meta)
+    return _make_clip(path, np.repeat(frames, repeats, axis=0), clip_id, meta=meta)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for the block: FFmpeg prints from C, past Python's
+    sys.stderr."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+def _video_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a video one at a time, uint8 [H, W, 3] RGB (see `read_video`); the
+    truncation check comes after the last frame, when the decoded count is known."""
+    _check_file(path)
+    with _stderr_silenced():  # FFmpeg's own line for a broken file; ClipReadError says it
+        cap = cv2.VideoCapture(str(path))
+    count, shape = 0, None
+    try:
+        if not cap.isOpened():
+            raise ClipReadError(path, "cannot open video (corrupt, truncated or unsupported codec)")
+        announced = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        while True:
+            try:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                code = cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB
+                frame = cv2.cvtColor(frame, code)
+            except Exception as e:
+                raise ClipReadError(path, f"cannot decode video: {e}") from e
+            if shape is not None and frame.shape != shape:
+                raise ClipReadError(path, f"frame {count} has shape {frame.shape}, frame 0 {shape}")
+            shape = frame.shape
+            count += 1
+            yield frame
+    finally:
+        cap.release()
+    if not count:
+        raise ClipReadError(path, "no frames could be decoded")
+    if announced > 0 and count < _MIN_DECODED_FRACTION * announced:
+        raise ClipReadError(
+            path, f"truncated video: decoded {count} of {int(announced)} announced frames")
 
 
 def read_video(path, *, clip_id: Optional[str] = None) -> Clip:
@@ -204,37 +289,7 @@ def read_video(path, *, clip_id: Optional[str] = None) -> Clip:
       ClipReadError: missing, empty, corrupt or truncated file, or no frame decoded.
     """
     path = Path(path)
-    _check_file(path)
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ClipReadError(path, "cannot open video (corrupt, truncated or unsupported codec)")
-        announced = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-            else:
-                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            if frames and frame.shape != frames[0].shape:
-                raise ClipReadError(path, f"frame {len(frames)} has shape {frame.shape}, "
-                                          f"frame 0 {frames[0].shape}")
-            frames.append(frame)
-    except ClipReadError:
-        raise
-    except Exception as e:
-        raise ClipReadError(path, f"cannot decode video: {e}") from e
-    finally:
-        cap.release()
-    if not frames:
-        raise ClipReadError(path, "no frames could be decoded")
-    if announced > 0 and len(frames) < _MIN_DECODED_FRACTION * announced:
-        raise ClipReadError(
-            path, f"truncated video: decoded {len(frames)} of {int(announced)} announced frames")
-    return _make_clip(path, np.stack(frames), clip_id)
+    return _make_clip(path, np.stack(list(_video_frames(path))), clip_id)
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -242,6 +297,27 @@ def _frame_files(folder: Path) -> list[Path]:
                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and not p.name.startswith(".")),
                   key=lambda p: natural_key(p.name))
+
+
+def _folder_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frame images of a folder one at a time, in natural name order (see
+    `read_frame_folder`)."""
+    if not path.is_dir():
+        raise ClipReadError(path, "not a folder")
+    try:
+        files = _frame_files(path)
+    except OSError as e:
+        raise ClipReadError(path, f"cannot list folder: {e}") from e
+    if not files:
+        raise ClipReadError(path, f"no frame images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+    first = None
+    for f in files:
+        frame = load_image(f)  # its ClipReadError names the frame file itself
+        if first is not None and frame.shape != first:
+            raise ClipReadError(f, f"frame size {frame.shape[:2]} differs from "
+                                   f"{files[0].name}'s {first[:2]}")
+        first = frame.shape
+        yield frame
 
 
 def read_frame_folder(path, *, clip_id: Optional[str] = None) -> Clip:
@@ -252,22 +328,7 @@ def read_frame_folder(path, *, clip_id: Optional[str] = None) -> Clip:
         different sizes (the message names the bad frame file).
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ClipReadError(path, "not a folder")
-    try:
-        files = _frame_files(path)
-    except OSError as e:
-        raise ClipReadError(path, f"cannot list folder: {e}") from e
-    if not files:
-        raise ClipReadError(path, f"no frame images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
-    frames = []
-    for f in files:
-        frame = load_image(f)  # its ClipReadError names the frame file itself
-        if frames and frame.shape != frames[0].shape:
-            raise ClipReadError(f, f"frame size {frame.shape[:2]} differs from "
-                                   f"{files[0].name}'s {frames[0].shape[:2]}")
-        frames.append(frame)
-    return _make_clip(path, np.stack(frames), clip_id or path.name)
+    return _make_clip(path, np.stack(list(_folder_frames(path))), clip_id or path.name)
 
 
 def read_strip(path, frame_width: Optional[int] = None, *, clip_id: Optional[str] = None) -> Clip:
@@ -293,6 +354,23 @@ def read_strip(path, frame_width: Optional[int] = None, *, clip_id: Optional[str
     return _make_clip(path, np.ascontiguousarray(frames), clip_id)
 
 
+def _check_clip_path(path: Path) -> str:
+    """The reader `read_clip` uses for `path`: "folder", "gif", "video" or "strip"."""
+    if path.is_dir():
+        return "folder"
+    ext = path.suffix.lower()
+    if ext in GIF_EXTENSIONS:
+        return "gif"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    if ext in IMAGE_EXTENSIONS:
+        return "strip"
+    if not path.exists():
+        raise ClipReadError(path, "file not found")
+    raise ClipReadError(path, f"unsupported format {ext or '(no extension)'!r}; expected a folder "
+                              f"or one of {', '.join(CLIP_EXTENSIONS)}")
+
+
 def read_clip(path, *, clip_id: Optional[str] = None) -> Clip:
     """Any supported clip: a frame folder, a .gif, a video, or a strip image.
 
@@ -300,19 +378,36 @@ def read_clip(path, *, clip_id: Optional[str] = None) -> Clip:
       ClipReadError: unsupported extension, or the specific reader's error.
     """
     path = Path(path)
-    if path.is_dir():
-        return read_frame_folder(path, clip_id=clip_id)
-    ext = path.suffix.lower()
-    if ext in GIF_EXTENSIONS:
-        return read_gif(path, clip_id=clip_id)
-    if ext in VIDEO_EXTENSIONS:
-        return read_video(path, clip_id=clip_id)
-    if ext in IMAGE_EXTENSIONS:
-        return read_strip(path, clip_id=clip_id)
-    if not path.exists():
-        raise ClipReadError(path, "file not found")
-    raise ClipReadError(path, f"unsupported format {ext or '(no extension)'!r}; expected a folder "
-                              f"or one of {', '.join(CLIP_EXTENSIONS)}")
+    reader = {"folder": read_frame_folder, "gif": read_gif, "video": read_video,
+              "strip": read_strip}[_check_clip_path(path)]
+    return reader(path, clip_id=clip_id)
+
+
+def iter_clip_frames(path, chunk_size: int = 64) -> Iterator[np.ndarray]:
+    """The frames of any clip `read_clip` reads, `chunk_size` at a time: uint8
+    [≤ chunk_size, H, W, 3] RGB, only the last chunk shorter. GIFs, videos and frame folders
+    are decoded as the chunks are asked for, so a long video never sits in memory whole
+    (a strip is one image, and is read at once).
+
+    Raises (possibly after some chunks were given, e.g. a truncated video):
+      ClipReadError: as `read_clip`; also for a chunk_size < 1.
+    """
+    path = Path(path)
+    if chunk_size < 1:
+        raise ClipReadError(path, f"chunk size must be ≥ 1, got {chunk_size}")
+    kind = _check_clip_path(path)
+    if kind == "strip":
+        frames = iter(read_strip(path).frames)
+    else:
+        frames = {"folder": _folder_frames, "gif": _gif_frames, "video": _video_frames}[kind](path)
+    chunk = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == chunk_size:
+            yield np.stack(chunk)
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
 
 
 # --- Penn Action ----------------------------------------------------------------------------

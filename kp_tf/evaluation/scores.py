@@ -282,7 +282,9 @@ def _classes(ev: Evaluation) -> None:
     k0 = np.repeat(det[:, 0], num, 0)
     actions = np.tile(np.arange(num), n)
     seeds = np.repeat([ev.seed + i * ev.samples for i in range(n)], num)
-    generated = ev.exported.generate(k0, actions, seeds, frames)  # [N·A, T, K, 2]
+    # past L frames rolled out as predict_video does: each chunk from re-detected keypoints
+    first = np.repeat(np.stack([c["frames"][0] for c in ev.clips]), num, 0)
+    generated = ev.exported.generate(k0, actions, seeds, frames, images=first)  # [N·A, T, K, 2]
     generated = np.concatenate([k0[:, None], generated], 1).reshape(n, num, frames + 1, -1, 2)
     gen_by_class = [generated[:, a] for a in range(num)]
     real_by_class = [det[ev.labels == b] for b in range(num)]

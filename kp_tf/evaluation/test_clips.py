@@ -75,10 +75,13 @@ class Exported:
                                                      seed, frames)
         return video, keypoints
 
-    def generate(self, k0, actions, seeds, frames: int) -> np.ndarray:
+    def generate(self, k0, actions, seeds, frames: int, images=None) -> np.ndarray:
         """Keypoint sequences [B, frames, K, 2] from k0 [B, K, 2] and actions [B], z drawn as
         predict_video does for `seeds` [B] (stateless normal, seed pair (s, s + 1)) and rolled
-        out past the generator's length as predict_video does (motion_generator.rollout)."""
+        out past the generator's length by motion_generator.rollout. With `images` (uint8
+        [B, S, S, 3], the frames k0 was detected on) each later chunk starts from the
+        keypoints detected on the frame rendered from them with the last ones, as
+        predict_video does; without, from the last keypoints themselves."""
         import tensorflow as tf
 
         from kp_tf.models.motion_generator import rollout
@@ -88,7 +91,20 @@ class Exported:
                        for s in seeds], 0)
         actions = tf.constant(actions, tf.int32)
         return rollout(lambda start: self.model.generate_motion(start, actions, z)["keypoints"],
-                       k0, frames, self.sequence_length).numpy()
+                       k0, frames, self.sequence_length,
+                       None if images is None else self._redetection(images, k0)).numpy()
+
+    def _redetection(self, images, k0):
+        """rollout's restart: last keypoints [B, K, 2] → those detected on the frame rendered
+        from `images` (uint8 [B, S, S, 3], keypoints k0) with them."""
+        import tensorflow as tf
+
+        x, first = tf.constant(conventions.to_model(images)), tf.constant(k0, tf.float32)
+
+        def restart(last):
+            frame = self.model.translate(x, first, last[:, None])["video"][:, 0]
+            return self.model.detect_keypoints(frame)["keypoints"]
+        return restart
 
     def run_config(self):
         """The export's Config (assets and config_json hold the run's)."""

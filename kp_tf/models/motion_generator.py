@@ -95,15 +95,22 @@ class MotionEncoder(keras.layers.Layer):
 
 
 
-def rollout(decode, k0, frames, length: int):
+def rollout(decode, k0, frames, length: int, restart=None):
     """The one rule for motion longer than the decoder's L frames (training, export, evaluation).
 
     Chunks of L frames are decoded one after another by `decode(start) → [B, L, K, 2]` (the
-    same z and action every time); chunk t+1 starts from k_0 := the last keypoints of chunk t.
-    Every chunk is thus an in-distribution decode (a fresh LSTM state started from a keypoint
-    frame, L steps long), unlike running the LSTM past L on zero inputs, and keeping z keeps
-    the motion's style (speed, amplitude) across chunks. The LSTM is causal, so the first
-    `frames` frames of a full chunk are what a shorter decode gives.
+    same z and action every time); chunk t+1 starts from k_0 := the last keypoints of chunk t,
+    or from `restart(those keypoints)` when a restart is given. Every chunk is thus an
+    in-distribution decode (a fresh LSTM state started from a keypoint frame, L steps long),
+    unlike running the LSTM past L on zero inputs, and keeping z keeps the motion's style
+    (speed, amplitude) across chunks. The LSTM is causal, so the first `frames` frames of a
+    full chunk are what a shorter decode gives.
+
+    Why a restart: the decoder was trained from keypoints the detector found on real frames,
+    and its own output is smoother than those (an L1-trained mean); started from it, a chunk
+    moves less than the one before (docs/uses.md: on the synthetic preset the motion per frame
+    fell to 60 % in four chunks). The export restarts from the keypoints detected on the frame
+    rendered from the last ones (kp_tf.serving), which keeps the amplitude.
 
     A TensorFlow loop, so that `frames` may be a tensor inside a SavedModel signature; it runs
     eagerly as well. `decode` may be a Keras model's call or an exported signature; its chunks
@@ -112,6 +119,8 @@ def rollout(decode, k0, frames, length: int):
     Args:
       decode: start keypoints [B, K, 2] → [B, L, K, 2].
       k0: [B, K, 2]; frames: an int or a scalar int tensor ≥ 1; length: L.
+      restart: optional last keypoints of a chunk [B, K, 2] → the next chunk's start
+        [B, K, 2]; called only when another chunk follows.
 
     Returns: float32 [B, frames, K, 2].
     """
@@ -124,7 +133,11 @@ def rollout(decode, k0, frames, length: int):
 
     def body(i, start, array):
         chunk = tf.cast(decode(start), tf.float32)
-        return i + 1, chunk[:, -1], array.write(i, chunk)
+        last = chunk[:, -1]
+        if restart is not None:
+            last = tf.cond(i + 1 < chunks, lambda: tf.cast(restart(last), tf.float32),
+                           lambda: last)
+        return i + 1, last, array.write(i, chunk)
 
     _, _, array = tf.while_loop(lambda i, *_: i < chunks, body, (0, k0, array))
     shape = tf.shape(k0)
