@@ -63,8 +63,9 @@ RAW_SOURCES: dict[str, RawSource] = {
         "UvA-NEMO smiles (Dibeklioglu, Salah and Gevers, ECCV 2012)",
         "1,240 videos of 400 people smiling; the paper: Siarohin et al.'s preprocessed copy, "
         "1,110 train / 124 test",
-        "https://www.uva-nemo.org (after its licence agreement); the preprocessed copy is the "
-        "Nemo link in the README of https://github.com/AliaksandrSiarohin/monkey-net",
+        "https://www.uva-nemo.org (after its licence agreement), then split its videos into "
+        "train/ and test/; or the preprocessed copy, already split: the Nemo link in the "
+        "README of https://github.com/AliaksandrSiarohin/monkey-net",
         _CLIP_FOLDERS),
     "penn": RawSource(
         "Penn Action (Zhang, Zhu and Derpanis, ICCV 2013)",
