@@ -11,7 +11,9 @@
     TF_CPP_MIN_LOG_LEVEL set by the user, keeps them. See `StderrFilter` for how.
   * An error the user can fix (`UserError`: missing data, a missing model or pretrained file,
     a bad flag value or argument) is one `error: ...` line on stderr with exit status 2, not
-    a traceback; Ctrl-C is one `interrupted` line with status 130. A bug still shows its
+    a traceback, followed by its indented `details` lines when it has some (a missing dataset:
+    where to get it, the layout it needs, the command to run next); Ctrl-C is one
+    `interrupted` line with status 130. A bug still shows its
     traceback (status 1). 0 means the command did its work.
   * Log records (kp_tf's warnings, a library's) read `warning: message`, without absl's prefix
     of date, thread id and source line, which `-v 1` brings back with the debug messages.
@@ -36,7 +38,16 @@ from typing import Callable, Optional, Sequence
 
 
 class UserError(Exception):
-    """A problem the user can fix; a command prints its message as one line and exits 2."""
+    """A problem the user can fix; a command prints its message as one line and exits 2.
+
+    `details`: lines printed as they are, indented, after the `error:` line, for a fix that
+    needs more than a sentence (where to download a dataset and how to lay it out); the
+    first line still names the problem on its own, for a log searched by `error:`.
+    """
+
+    def __init__(self, message, details=()):
+        super().__init__(message)
+        self.details = tuple(str(line) for line in details)
 
 
 EXIT_USER_ERROR = 2
@@ -291,6 +302,32 @@ def _parse_flags(argv: list) -> list:
         raise SystemExit(EXIT_USER_ERROR)
 
 
+def command_with(flag: str, value: str, *, module: str, script: str,
+                 argv: Optional[Sequence[str]] = None) -> str:
+    """The command as the user typed it (`argv`, default sys.argv), with `--flag=value` last in
+    place of any `--flag` it had: the command to run next, for a message to show.
+
+    Args:
+      flag, value: the flag to set; absl's `--flag VALUE` and `-flag` forms are replaced too.
+      module: how the command is run with `python -m` (e.g. 'kp_tf.train').
+      script: its console script (e.g. 'kp-train'), named when that is what was run.
+    """
+    import shlex
+
+    argv = list(sys.argv if argv is None else argv)
+    names = (f"--{flag}", f"-{flag}")
+    args, skip = [], False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(n + "=" for n in names)):
+            args.append(arg)
+    program = script if os.path.basename(argv[0]) == script else f"python -m {module}"
+    return f"{program} {shlex.join(args + [f'--{flag}={value}'])}"
+
+
 def run(main: Callable[[list], Optional[int]], *, takes_arguments: bool = False,
         argv: Optional[list] = None) -> None:
     """Runs `main(argv)` as a command: absl.app.run with the additions of the module docstring.
@@ -326,7 +363,8 @@ def run(main: Callable[[list], Optional[int]], *, takes_arguments: bool = False,
                                 f"{' '.join(args[1:])} (flags are written --name=value)")
             return main(args)
         except UserError as e:
-            print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+            print(f"error: {_one_line(e)}", *(f"  {line}" for line in e.details), sep="\n",
+                  file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
         except app.UsageError as e:
             print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)

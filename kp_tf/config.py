@@ -60,6 +60,7 @@ class Config:
 
     dataset: str = _data("synthetic", "Preset name; also the default data and run folder names.")
     data_dir: str = _data("", "Folder with the TFRecords and manifest.json (default data/<dataset>).")
+    src: str = _data("", "Raw copy of the dataset, converted into data_dir on first use (docs/datasets.md).")
     logdir: str = _data("", "Run folder: checkpoints, TensorBoard, export (default runs/<dataset>).")
     image_size: int = _data(128, "Square frame size the networks see.")
     num_actions: int = _data(0, "Action classes; 0 for data without classes (MGIF, UvA-NEMO).")

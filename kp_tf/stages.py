@@ -21,24 +21,26 @@ STAGES = ("data",) + run_folder.STEPS
 
 
 def prepare_data(cfg) -> str:
-    """Returns the data folder; the generated datasets are made on first use.
+    """Returns the data folder, made on first use: a real dataset converted from `cfg.src`
+    (the conversion and manifest of `kp_tf.make_tfrecords`), a generated one generated.
 
     An existing conversion of the right dataset and resolution is used as it is, whatever
     its clip counts, so a user's own (e.g. larger) synthetic set is never regenerated, unless
-    an older version of the generator made it.
+    an older version of the generator made it; `kp_tf.data.sources.existing_conversion` says
+    what is refused (a --src other than the recorded one, a folder of another conversion).
     """
-    from kp_tf.data import datasets, tfrecords
+    from kp_tf.data import datasets, sources
 
     data_dir = cfg.resolved_data_dir
-    try:
-        manifest = tfrecords.load_manifest(data_dir)
-    except (FileNotFoundError, ValueError):
-        manifest = None
-    if (manifest and (manifest.get("dataset"), manifest.get("resolution")) == (cfg.dataset,
-                                                                             cfg.image_size)
-            and not datasets.generated_by_other_version(manifest)):
+    if sources.existing_conversion(cfg.dataset, data_dir, cfg.src, cfg.image_size) is not None:
         return data_dir
-    datasets.ensure_converted(cfg.dataset, data_dir, resolution=cfg.image_size)
+    if not datasets.get_spec(cfg.dataset).has_source:
+        datasets.ensure_converted(cfg.dataset, data_dir, resolution=cfg.image_size)
+        return data_dir
+    print(f"Converting {cfg.dataset} from {cfg.src} into {data_dir} (once; later runs reuse it) "
+          f"...", flush=True)
+    manifest = datasets.convert(cfg.dataset, cfg.src, data_dir, resolution=cfg.image_size)
+    print(datasets.format_summary(manifest, data_dir), flush=True)
     return data_dir
 
 
@@ -177,6 +179,12 @@ def run(cfg, stage: str = "all", strategy=None):
     strategy = strategy or loop.make_strategy()
     loop.configure_determinism(cfg.deterministic)
     steps = STAGES if stage == "all" else (stage,)
+    if "data" in steps or "keypoints" in steps:
+        from kp_tf.data import sources
+
+        # Missing data or a bad --src is found in seconds, before the VGG weights are looked
+        # for (or downloaded) and before a conversion that may take an hour.
+        sources.existing_conversion(cfg.dataset, cfg.resolved_data_dir, cfg.src, cfg.image_size)
     if "keypoints" in steps and not run_folder.stage_finished(paths(cfg)["keypoints"], cfg.stage1_steps):
         from kp_tf import pretrained
 

@@ -1,10 +1,11 @@
 """Trains a model: data, stage 1, pseudo-labels, stage 2, export and sample videos, in order.
 
-    python -m kp_tf.train --dataset=NAME [--stage=all|data|keypoints|pseudo_labels|motion|export|samples]
+    python -m kp_tf.train --dataset=NAME [--src=DIR] [--stage=all|data|keypoints|pseudo_labels|motion|export|samples]
 
 (`kp-train` once installed with pip.) --dataset picks the preset flags/NAME.flags; any setting
-below overrides it. Re-running continues where it stopped: finished steps are skipped, an
-interrupted stage resumes.
+below overrides it. A real dataset is converted from --src on first use (docs/datasets.md:
+where to get each one and its layout); later runs reuse the conversion without --src.
+Re-running continues where it stopped: finished steps are skipped, an interrupted stage resumes.
 """
 
 from absl import flags
@@ -23,7 +24,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from kp_tf import stages
-    from kp_tf.data import datasets
+    from kp_tf.data import datasets, sources
     from kp_tf.training import loop
 
     try:
@@ -32,6 +33,15 @@ def main(argv):
         raise cli.UserError(str(e)) from e
     try:
         stages.run(cfg, FLAGS.stage, loop.make_strategy(FLAGS.strategy))
+    except sources.SourceError as e:
+        # No data yet, or a --src laid out otherwise: where to get it, its layout, and the
+        # command to run next, after the one-line problem.
+        details = list(e.details)
+        if details:
+            command = cli.command_with("src", e.suggested_src or "DIR", module="kp_tf.train",
+                                       script="kp-train")
+            details.insert(-1, f"Then run: {command}")
+        raise cli.UserError(str(e), details) from e
     except (FileNotFoundError, datasets.ConversionError, loop.NonFiniteLossError) as e:
         # Missing data or checkpoints, nothing convertible, a diverged run: each message says
         # what to do; a ValueError or anything else is a bug and keeps its traceback.

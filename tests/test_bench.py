@@ -46,7 +46,7 @@ def test_bench_set_rejects_an_unknown_setting_or_a_bad_value():
 def test_bench_names_a_missing_benchmark_and_a_flag_of_another():
     proc = _bench("--preset=tiny")
     assert proc.returncode == 2 and proc.stderr == "error: name one benchmark: data, stage1, " \
-                                                   "stage2\n", proc.stderr[-500:]
+                                                   "stage2, convert\n", proc.stderr[-500:]
     proc = _bench("stage2", "--preset=tiny", "--vgg_weights=none", "--seconds=1")
     assert proc.returncode == 2, proc.stderr[-500:]
     assert proc.stderr == "error: --seconds, --vgg_weights are not flags of bench.py stage2 " \
@@ -61,3 +61,13 @@ def test_bench_stage2_prints_every_part():
         figures, _ = _figures("stage2", f"--preset={preset}", "--calls=1", "--batch_size=2")
         names = [name for name, _ in figures]
         assert names[0] == "whole step (G update + D update)" and len(names) == 3, names
+
+
+def test_bench_convert_prints_the_rate_and_the_size_per_1000_clips():
+    proc = _bench("convert", "--preset=penn", "--clips=2", "--frames=3")
+    assert proc.returncode == 0 and not tensorflow_log_lines(proc.stderr), proc.stderr[-2000:]
+    first, figures = proc.stdout.splitlines()
+    assert first.startswith("bench convert: penn, 2 fake clips of 3 frames at 480x270 to "
+                            "128x128"), first
+    assert re.fullmatch(r"[0-9.]+ clips/s, \d+ frames/s; per 1,000 clips: [0-9.]+ min \([0-9.]+ "
+                        r"min of CPU\), [0-9.]+ GiB \([0-9.]+ KiB a frame\)", figures), figures

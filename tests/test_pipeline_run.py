@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from _tiny_run import NUM_FRAMES, NUM_TEST, NUM_TRAIN, copy_run, make_config, tiny_run  # noqa: F401
 from kp_tf import config, run_folder, serving
-from kp_tf.data import tfrecords
+from kp_tf.data import sources, tfrecords
 from kp_tf.training import pseudo_labels as pl
 from kp_tf import stages
 
@@ -212,11 +212,11 @@ def test_real_dataset_without_tfrecords_explains(tmp_path, stage):
     data_dir.mkdir()
     cfg = config.load_preset("weizmann", data_dir=str(data_dir), logdir=str(tmp_path / "run"),
                              vgg_weights="none")
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(sources.SourceError) as err:
         stages.run(cfg, stage)
-    message = str(err.value)
-    assert str(data_dir) in message
-    assert "make_tfrecords" in message
+    assert str(err.value) == (f"no data for --dataset=weizmann: {data_dir} holds no conversion "
+                              f"(no manifest.json) and no --src was given")
+    assert "    labels.csv           columns file,frames,action,actor,split" in err.value.details
     assert os.listdir(data_dir) == []  # nothing was written into the data folder
 
 

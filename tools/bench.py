@@ -7,6 +7,9 @@
          term, and the forward passes of its parts.
   stage2 the stage-2 training step (motion generator + sequence discriminator) and the
          generator's forward pass, on random keypoint sequences.
+  convert conversion of a raw copy (what `train --src` does on first use) on fake clips in
+         the dataset's raw layout and at its download's frame size: clips/s, CPU time and
+         size on disk per 1,000 clips (docs/datasets.md).
 
 Each flag below says which benchmarks take it; giving one to another benchmark is an error.
 
@@ -35,6 +38,7 @@ from kp_tf import cli  # noqa: E402  (kp_tf before TensorFlow: it sets TF_ENABLE
 if __name__ == "__main__":
     cli.quiet_tensorflow_logs()  # before TensorFlow is imported: its start-up lines too
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -61,7 +65,9 @@ flags.DEFINE_string("data_dir", "", "data: a converted dataset to read (default:
 flags.DEFINE_string("split", "train", "data: the split read.")
 flags.DEFINE_string("pseudo_label_dir", "", "data: pseudo-labels for stage 2 (default: "
                     "temporary random ones).")
-flags.DEFINE_integer("clips", 24, "data: clips per temporary dataset.", lower_bound=1)
+flags.DEFINE_integer("clips", 24, "data, convert: clips per temporary dataset.", lower_bound=1)
+flags.DEFINE_integer("frames", 0, "convert: frames per fake clip (default: the dataset's "
+                     "FAKE_RAW figure).", lower_bound=0)
 flags.DEFINE_float("seconds", 4.0, "data: time per measurement.", lower_bound=0.1)
 FLAGS = flags.FLAGS
 
@@ -331,6 +337,106 @@ def bench_stage2() -> None:
         print(f"{name:<56} {_ms_per_call(fn, fn_args, calls):8.1f} ms")
 
 
+# --- convert -------------------------------------------------------------------------------
+
+# Per dataset: (frame height, width, frames per clip) of the fake clips, those of the download
+# as far as known (MGif: 256x256 GIFs; UvA-NEMO: 1920x1080 at 50 fps, 3 s a smile; Penn
+# Action: JPEG frames, 480x270 and about 70 a video assumed); the content only imitates how
+# such frames compress (flat colours on white for MGif, a photograph-like scene elsewhere).
+FAKE_RAW = {"mgif": (256, 256, 32), "nemo": (1080, 1920, 150), "penn": (270, 480, 70)}
+
+
+def _photo_like(rng, h: int, w: int, t: int) -> Iterator[np.ndarray]:
+    """uint8 [h, w, 3] frames: a smooth random scene (bicubic from 1/16 size), a disc moving
+    across it and sensor-like noise, so that PNG and video coding cost what a photo costs."""
+    scene = cv2.resize(rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2), 3), np.uint8),
+                       (w, h), interpolation=cv2.INTER_CUBIC)
+    noise = [rng.integers(-4, 5, (h, w, 3), dtype=np.int16) for _ in range(4)]
+    for i in range(t):
+        frame = scene.astype(np.int16) + noise[i % 4]
+        cv2.circle(frame, (int(w * (0.2 + 0.6 * i / max(t - 1, 1))), h // 2), h // 6,
+                   (200, 90, 60), -1)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def _cartoon(rng, size: int, t: int) -> list[np.ndarray]:
+    """uint8 [size, size, 3] frames: a flat-coloured figure walking on white (an MGif GIF)."""
+    colour = tuple(int(c) for c in rng.integers(0, 200, 3))
+    frames = []
+    for i in range(t):
+        frame = np.full((size, size, 3), 255, np.uint8)
+        x = int(size * (0.3 + 0.4 * i / max(t - 1, 1)))
+        cv2.ellipse(frame, (x, size // 2), (size // 5, size // 8), 0, 0, 360, colour, -1)
+        for leg in (-1, 1):
+            cv2.line(frame, (x + leg * size // 10, size // 2),
+                     (x + leg * size // 10 + (i % 4 - 2) * 4, int(size * 0.8)), colour, 6)
+        frames.append(frame)
+    return frames
+
+
+def write_fake_raw(dataset: str, root: str, clips: int, frames: int, seed: int = 0) -> None:
+    """`clips` fake clips in `dataset`'s raw layout under `root` (the last one in test)."""
+    import scipy.io
+    from PIL import Image
+
+    h, w, _ = FAKE_RAW[dataset]
+    rng = np.random.default_rng(seed)
+    for index in range(clips):
+        split = "test" if index == clips - 1 else "train"
+        if dataset == "mgif":
+            os.makedirs(os.path.join(root, split), exist_ok=True)
+            images = [Image.fromarray(f) for f in _cartoon(rng, h, frames)]
+            images[0].save(os.path.join(root, split, f"{index:04d}.gif"), save_all=True,
+                           append_images=images[1:], duration=100, loop=0)
+        elif dataset == "nemo":
+            os.makedirs(os.path.join(root, split), exist_ok=True)
+            writer = cv2.VideoWriter(os.path.join(root, split, f"{index:04d}.mp4"),
+                                     cv2.VideoWriter_fourcc(*"mp4v"), 50, (w, h))
+            for frame in _photo_like(rng, h, w, frames):
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.release()
+        else:  # penn
+            vid = f"{index + 1:04d}"
+            os.makedirs(os.path.join(root, "frames", vid))
+            os.makedirs(os.path.join(root, "labels"), exist_ok=True)
+            for i, frame in enumerate(_photo_like(rng, h, w, frames), 1):
+                Image.fromarray(frame).save(os.path.join(root, "frames", vid, f"{i:06d}.jpg"),
+                                            quality=90)
+            scipy.io.savemat(os.path.join(root, "labels", f"{vid}.mat"),
+                             {"x": rng.uniform(0, w, (frames, 13)), "y": rng.uniform(0, h, (frames, 13)),
+                              "visibility": np.ones((frames, 13)), "action": "squat"})
+            with open(os.path.join(root, f"{split}_set.txt"), "a") as f:
+                f.write(f"frames/{vid} 7\n")
+
+
+def bench_convert() -> None:
+    """Conversion speed and output size on fake raw clips."""
+    from kp_tf.data import datasets
+
+    cfg = config.load_preset(FLAGS.preset)
+    if cfg.dataset not in FAKE_RAW:
+        raise cli.UserError(f"bench.py convert knows the raw layouts of {', '.join(FAKE_RAW)}, "
+                            f"not {cfg.dataset!r}")
+    h, w, frames = FAKE_RAW[cfg.dataset]
+    frames = FLAGS.frames or frames
+    with tempfile.TemporaryDirectory(prefix="kp_bench_") as tmp:
+        src, out = os.path.join(tmp, "raw"), os.path.join(tmp, "data")
+        write_fake_raw(cfg.dataset, src, FLAGS.clips, frames)
+        cpu, start = time.process_time(), time.perf_counter()
+        manifest = datasets.convert(cfg.dataset, src, out, resolution=cfg.image_size, log=None)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+    clips = sum(s["clips"] for s in manifest["splits"].values())
+    done = sum(s["frames"] for s in manifest["splits"].values())
+    size = sum(shard["bytes"] for s in manifest["splits"].values() for shard in s["shards"])
+    per_1000 = 1000 / clips
+    print(f"bench convert: {cfg.dataset}, {clips} fake clips of {frames} frames at {w}x{h} "
+          f"to {cfg.image_size}x{cfg.image_size}, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{clips / wall:.2f} clips/s, {done / wall:.0f} frames/s; per 1,000 clips: "
+          f"{wall * per_1000 / 60:.1f} min ({cpu * per_1000 / 60:.1f} min of CPU), "
+          f"{size * per_1000 / 2**30:.2f} GiB ({size / done / 1024:.1f} KiB a frame)")
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 _COMMON_FLAGS = ("preset", "batch_size")
@@ -339,6 +445,7 @@ COMMANDS: dict[str, tuple[Callable[[], None], tuple[str, ...]]] = {
     "data": (bench_data, ("data_dir", "split", "pseudo_label_dir", "clips", "seconds")),
     "stage1": (bench_stage1, ("calls", "set", "vgg_weights", "precision")),
     "stage2": (bench_stage2, ("calls", "set")),
+    "convert": (bench_convert, ("clips", "frames")),
 }
 
 

@@ -5,7 +5,8 @@ it and yields `(source, Clip | ClipReadError)`, so one bad file is reported and 
 of ending the walk. `convert(...)` fits every clip to the dataset resolution (`fit_clip`),
 writes `{split}-{i:05d}-of-{n:05d}.tfrecord` shards and `manifest.json` (see
 `kp_tf.data.tfrecords`), and is what `python -m kp_tf.make_tfrecords` and the training
-command's automatic data preparation (`ensure_converted`) both call. GIFs are read by their
+command's data step (`kp_tf.stages.prepare_data`, from `--src`) both call; where each dataset
+comes from and the check of a source against its layout are in `kp_tf.data.sources`. GIFs are read by their
 frame delays (`readers.read_gif`): the frames that adds are counted in the manifest.
 
 The registry imports no TensorFlow (the writing functions import it when they run), so that a

@@ -327,7 +327,8 @@ def load_manifest(data_dir) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"no {MANIFEST_NAME} in data folder {data_dir!r}: convert the dataset first, e.g. "
-            f"`python tools/make_tfrecords.py --dataset=NAME --src=DIR --out={data_dir}`")
+            f"`python -m kp_tf.train --dataset=NAME --src=DIR --data_dir={data_dir} "
+            f"--stage=data` (docs/datasets.md)")
     with open(path) as f:
         try:
             return json.load(f)
