@@ -193,6 +193,23 @@ class Warp(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kp_tf")
+class FrameDifference(keras.layers.Layer):
+    """Each frame minus the first: the motion of a clip without its appearance (no weights).
+
+    The motion-only action classifier (`kp_tf.evaluation.action`) reads this, so that a
+    generated video is judged by how it moves, not by how the first frame looks.
+
+    Input: video [B, T, H, W, C]. Output: [B, T, H, W, C], x_t − x_0 for every t.
+    """
+
+    def call(self, video):
+        return video - video[:, :1]
+
+    def compute_output_shape(self, video_shape):
+        return tuple(video_shape)
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
 class CandidateWarps(keras.layers.Layer):
     """An image warped by each of the K + 1 candidate motions of `SparseMotion` (no weights).
 

@@ -13,8 +13,9 @@ import pytest
 
 from kp_tf import config
 from kp_tf.evaluation.i3d import InceptionI3D, Unit3D
-from kp_tf.layers import (CandidateWarps, DenseFlow, GaussianMaps, KeypointExpectation,
-                          NearestKeypointPrior, SparseMotion, ResizeFlow, Warp)
+from kp_tf.layers import (CandidateWarps, DenseFlow, FrameDifference, GaussianMaps,
+                          KeypointExpectation, NearestKeypointPrior, SparseMotion, ResizeFlow,
+                          Warp)
 from kp_tf.losses import PerceptualLoss
 from kp_tf.models.detector import KeypointDetector
 from kp_tf.models.discriminators import ImageDiscriminator, SequenceDiscriminator
@@ -72,6 +73,8 @@ WEIGHTLESS = {
     "warp": (
         Warp, {}, {"images": uniform(B, S, S, 3), "coordinates": uniform(B, F, F, 2)},
         (B, F, F, 3)),
+    "frame_difference": (
+        FrameDifference, {}, uniform(B, 3, F, F, 3), (B, 3, F, F, 3)),
     "nearest_keypoint_prior": (
         NearestKeypointPrior, {"size": F, "sigma": 0.2}, keypoints(), (B, F, F, K + 1)),
 }
@@ -240,7 +243,7 @@ def test_inception_i3d():
 
 
 # --- every layer of kp_tf is above, and registered.
-COVERED = {KeypointExpectation, GaussianMaps, SparseMotion, CandidateWarps, DenseFlow,
+COVERED = {KeypointExpectation, GaussianMaps, FrameDifference, SparseMotion, CandidateWarps, DenseFlow,
            ResizeFlow, Warp, NearestKeypointPrior, KeypointDetector, ImageEncoder,
            ImageTranslator, WarpTranslator, ImageDiscriminator, SequenceDiscriminator,
            MotionEncoder, MotionDecoder, MotionGenerator, PerceptualLoss, Unit3D, InceptionI3D}

@@ -66,26 +66,6 @@ class ClassifierSettings:
 
 # --- the network -------------------------------------------------------------------------
 
-def _frame_difference_layer():
-    """The `FrameDifference` layer class (defined on first use: keras is imported lazily)."""
-    global _FrameDifference
-    if _FrameDifference is None:
-        import keras
-
-        @keras.saving.register_keras_serializable(package="kp_tf")
-        class FrameDifference(keras.layers.Layer):
-            """[B, T, H, W, C] → x_t − x_0 for every t: the motion, without the appearance."""
-
-            def call(self, video):
-                return video - video[:, :1]
-
-        _FrameDifference = FrameDifference
-    return _FrameDifference
-
-
-_FrameDifference = None
-
-
 def build_classifier(num_classes: int, frames: int = DEFAULT_FRAMES, image_size: int = 64,
                      width: int = 16, dropout: float = 0.3, seed: int = 0,
                      motion_only: bool = False):
@@ -104,7 +84,9 @@ def build_classifier(num_classes: int, frames: int = DEFAULT_FRAMES, image_size:
     inputs = keras.Input((frames, image_size, image_size, 3), name="video")
     x, t, s = inputs, frames, image_size
     if motion_only:
-        x = _frame_difference_layer()(name="frame_difference")(x)
+        from kp_tf.layers import FrameDifference
+
+        x = FrameDifference(name="frame_difference")(x)
     for i, (mult, t_stride) in enumerate([(1, 1), (2, 2), (4, 2), (8, 2)]):
         c, name = width * mult, f"block{i + 1}"
         x = layers.TimeDistributed(
@@ -379,8 +361,11 @@ def load(directory: str, frames: int, image_size: int,
         return None
     with open(info_path) as f:
         info = json.load(f)
-    _frame_difference_layer()  # registered before loading a model that has one
-    return ActionClassifier(keras.models.load_model(model_path, compile=False), info)
+    from kp_tf.layers import FrameDifference
+
+    model = keras.models.load_model(model_path, compile=False,
+                                    custom_objects={"kp_tf>FrameDifference": FrameDifference})
+    return ActionClassifier(model, info)
 
 
 def load_or_train(data_dir: str, frames: int = DEFAULT_FRAMES, image_size: Optional[int] = None,
