@@ -29,6 +29,8 @@ setup(
         "kp-predict=kp_tf.predict:console_main",
         "kp-evaluate=kp_tf.evaluate:console_main",
         "kp-fvd=kp_tf.fvd:console_main",
+        "kp-animate=kp_tf.animate:console_main",
+        "kp-interpolate=kp_tf.interpolate:console_main",
         "kp-make-tfrecords=kp_tf.make_tfrecords:console_main",
     ]},
 )

@@ -40,5 +40,10 @@ def main(argv):
     return 0
 
 
+def console_main() -> None:
+    """`kp-animate`."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
     cli.run(main)

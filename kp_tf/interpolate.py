@@ -35,5 +35,10 @@ def main(argv):
     return 0
 
 
+def console_main() -> None:
+    """`kp-interpolate`."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
     cli.run(main)
