@@ -140,7 +140,7 @@ class StderrFilter:
         read_fd, write_fd = os.pipe()
         try:
             # -I -S: no site packages or environment to load; the child needs only os and re.
-            # Its own session: Ctrl-C at the terminal reaches the command, not the filter,
+            # Its own process group (start_new_session): Ctrl-C at the terminal reaches the command, not the filter,
             # which must stay to pass the command's last words on.
             self._child = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), "--filter-stderr"],

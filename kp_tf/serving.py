@@ -24,7 +24,7 @@ and as the string variables `action_names` and `config_json`; loading needs Tens
 The archive is written by Keras' `ExportArchive`, not by `tf.saved_model.save` on a module
 holding the models: a Keras 3 variable wraps a tf.Variable, and saved through the model the
 checkpoint restores into a copy of the wrapper while the functions read the inner variable.
-`tf.saved_model.load` rebinds the two, but a session loader (`saved_model_cli run`,
+`tf.saved_model.load` rebinds the two, but a graph-mode loader (`saved_model_cli run`,
 TensorFlow Serving) runs the MetaGraph as written and finds the functions' variables
 uninitialised. ExportArchive saves exactly the tf.Variables the traced functions capture, so
 both loaders restore what the functions read (docs/serving.md).

@@ -6,7 +6,7 @@ depend on training) and prints Markdown rows, sizes in MB of 10^6 bytes.
 
 saved_model: writes them with `kp_tf.serving.write_export` into a temporary folder; one row
 per preset: parameters, the whole folder, the weights (variables/) and the graph
-(saved_model.pb). `--check` also loads each export into a tf.compat.v1.Session, as TensorFlow
+(saved_model.pb). `--check` also loads each export from its MetaGraph in graph mode, as TensorFlow
 Serving does, and runs every signature once on zeros, so a preset whose export only runs
 under tf.saved_model.load is caught.
 
@@ -35,7 +35,7 @@ from kp_tf import cli  # noqa: E402
 PRESETS = ("synthetic", "weizmann", "penn", "mgif", "nemo", "tiny")
 MB = 1e6
 
-flags.DEFINE_boolean("check", False, "Also run every signature in a tf.compat.v1.Session.")
+flags.DEFINE_boolean("check", False, "Also run every signature loaded in graph mode (as TF Serving does).")
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"],
                   "Which export to size (tflite adds each signature's CPU latency).")
 FLAGS = flags.FLAGS
@@ -77,7 +77,8 @@ def zeros_feed(signature, cfg) -> dict:
 
 
 def check_in_session(model_dir: str, cfg) -> None:
-    """Runs every signature of the export once in a tf.compat.v1.Session; raises on failure."""
+    """Runs every signature of the export once, loaded from its MetaGraph in graph mode; raises
+    on failure."""
     import tensorflow as tf
 
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
@@ -136,7 +137,7 @@ def main(argv) -> int:
                   flush=True)
         return 0
     print("| preset | S | K | parameters | export MB | variables/ MB | saved_model.pb MB |"
-          + (" session run |" if FLAGS.check else ""))
+          + (" graph-mode run |" if FLAGS.check else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if FLAGS.check else ""))
     with tempfile.TemporaryDirectory() as tmp:
         for name in presets:
