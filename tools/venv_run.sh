@@ -14,7 +14,8 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "Setting up $venv (first run only) ..." >&2
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q -e "$repo[test]" >&2
+  # setuptools' notes on editable installs are warnings in pip's build process: not for users
+  PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install -q -e "$repo[test]" >&2
   echo "$want" > "$stamp"
 fi
 cd "$repo"
