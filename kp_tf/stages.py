@@ -189,17 +189,29 @@ def run(cfg, stage: str = "all", strategy=None):
         from kp_tf import pretrained
 
         pretrained.vgg19_weights(cfg.vgg_weights)  # fail now, not after preparing the data
-    for name in steps:
-        logging.info("stage %s", name)
-        if name == "data":
-            prepare_data(cfg)
-        elif name == "keypoints":
-            train_keypoints(cfg, strategy)
-        elif name == "pseudo_labels":
-            pseudo_labels(cfg)
-        elif name == "motion":
-            train_motion(cfg, strategy)
-        elif name == "export":
-            export(cfg)
-        elif name == "samples":
-            samples(cfg)
+    # One `train` per run folder: two would interleave checkpoints, pseudo-labels and exports.
+    # Other workers of a multi-worker run share the chief's folder and write none of it.
+    lock = run_folder.RunLock(cfg.resolved_logdir)
+    if loop.is_chief(strategy):
+        lock.acquire()
+    try:
+        for name in steps:
+            _run_step(cfg, name, strategy)
+    finally:
+        lock.release()
+
+
+def _run_step(cfg, name: str, strategy) -> None:
+    logging.info("stage %s", name)
+    if name == "data":
+        prepare_data(cfg)
+    elif name == "keypoints":
+        train_keypoints(cfg, strategy)
+    elif name == "pseudo_labels":
+        pseudo_labels(cfg)
+    elif name == "motion":
+        train_motion(cfg, strategy)
+    elif name == "export":
+        export(cfg)
+    elif name == "samples":
+        samples(cfg)

@@ -52,6 +52,18 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {kind!r}: use auto, default, mirrored or multiworker")
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, but under MultiWorkerMirrored only
+    the chief (task type "chief", else worker 0), as TensorFlow's multi-worker guide has it."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (task_type == "worker" and resolver.task_id == 0
+                                    and not has_chief)
+
+
 def derived_seed(seed: int, *keys: int) -> int:
     """An independent 32-bit seed for each (seed, keys...): stages and phases of one run draw
     unrelated numbers, and each is the same whenever it runs (alone, resumed or in the whole run)."""
