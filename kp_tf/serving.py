@@ -39,7 +39,9 @@ import functools
 import inspect
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 
 import tensorflow as tf
@@ -320,6 +322,23 @@ def action_names(cfg) -> list[str]:
     return names
 
 
+def _remove_abandoned_exports(parent: str) -> None:
+    """Deletes the temporary folders of exports killed on this host (their process is gone):
+    never read, each would otherwise stay beside the export, a SavedModel's size."""
+    pattern = re.compile(rf"\.export-{re.escape(socket.gethostname())}-(\d+)-\w+")
+    for name in os.listdir(parent):
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # alive: an export in progress
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            continue  # alive, another user's
+
+
 def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
     """Writes the SavedModel of `models` (detector, image_encoder, translator,
     motion_generator) to `out`, replacing it only once the new export is complete.
@@ -330,7 +349,8 @@ def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
     predictor = VideoPredictor(cfg, *models)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    _remove_abandoned_exports(parent)
+    tmp = tempfile.mkdtemp(prefix=f".export-{socket.gethostname()}-{os.getpid()}-", dir=parent)
     try:
         predictor.archive(names).write_out(tmp, verbose=False)
         assets = os.path.join(tmp, "assets.extra")

@@ -59,11 +59,11 @@ def hidden(folder: Path, suffix: str) -> list:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """A synthetic conversion killed while writing its training shards, then rerun: (folder,
-    what the kill left). 48 clips, so that later stages take long enough to be caught."""
+    what the kill left). 24 clips, so that later stages take long enough to be caught."""
     out = tmp_path_factory.mktemp("killed_conversion") / "data"
     command = [sys.executable, "-m", "kp_tf.make_tfrecords", "--dataset=synthetic",
-               f"--out={out}", "--resolution=32", "--num_train=48", "--num_test=4",
-               "--num_frames=40", "--clips_per_shard=16", "--print_manifest=false"]
+               f"--out={out}", "--resolution=32", "--num_train=24", "--num_test=4",
+               "--num_frames=40", "--clips_per_shard=8", "--print_manifest=false"]
     kill_when(command, lambda: hidden(out, ".tfrecord.tmp"), out.parent / "kill.log")
     left = {"manifest": (out / "manifest.json").exists(),
             "shards": sorted(p.name for p in out.glob("*.tfrecord")),
@@ -78,9 +78,9 @@ def test_conversion_killed_mid_shard_is_redone(converted):
     assert left["temporary"] and not left["shards"] and not left["manifest"], left
     # ... and the rerun converted everything, its shards complete, nothing temporary left.
     manifest = tfrecords.load_manifest(str(out))
-    assert manifest["splits"]["train"]["clips"] == 48 and not hidden(out, ".tfrecord.tmp")
+    assert manifest["splits"]["train"]["clips"] == 24 and not hidden(out, ".tfrecord.tmp")
     count = sum(1 for _ in tf.data.TFRecordDataset(tfrecords.shard_paths(str(out), "train")))
-    assert count == 48
+    assert count == 24
 
 
 def test_train_killed_in_each_later_stage_resumes(tiny_run, converted, tmp_path):  # noqa: F811
@@ -121,8 +121,10 @@ def test_train_killed_in_each_later_stage_resumes(tiny_run, converted, tmp_path)
     assert info == run_folder.newest_checkpoints_info(run.cfg.replace(data_dir=str(data_dir)))
     assert run_folder.checkpoint_step(info["stage2_checkpoint"]) == 12
     assert run_folder.read_export_info(str(samples)) == info and "Sample videos" in out
-    # The killed export's temporary folder is never taken for the export.
+    # The killed export's temporary folder was never taken for the export, and the next
+    # export removed it.
     assert (logdir / "export" / "saved_model.pb").exists()
+    assert not list(logdir.glob(".export-*"))
 
 
 def test_evaluate_killed_keeps_the_earlier_report(tiny_run, tmp_path):  # noqa: F811
