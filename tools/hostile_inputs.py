@@ -15,10 +15,12 @@ Each case ends as one of
   crashed  anything else: a traceback (status 1), a signal, a time-out, an input that should
            have been refused but was used, or a file that was in the output folder before
            the command and is gone or changed after it.
-The table printed at the end (--markdown: as in docs/reliability.md) counts them per command.
---subset=ci runs the few cases tests/test_hostile_inputs.py runs; the whole set takes a
-few minutes on a tiny model (the 10,000-frame video most of it). --model is an export of the
-`tiny` preset or any other; the fvd cases need the I3D (--i3d, else found as `fvd` finds it).
+The table printed at the end counts them per command (docs/reliability.md has it);
+--markdown also lists every case with what the command said.
+--subset=ci runs the cases tests/test_hostile_inputs.py runs (half a minute); the whole set
+took 28 minutes on a 2-core CPU shared with two trainings, most of them on the 10,000-frame
+video. --model is an export of the `tiny` preset or any other; the fvd cases need the I3D
+(--i3d, else found as `fvd` finds it).
 """
 
 from __future__ import annotations
