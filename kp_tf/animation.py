@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from kp_tf import conventions
-from kp_tf.inference import CHUNK, PredictError, Predictor, fit_frames, load_image
+from kp_tf.inference import CHUNK, PredictError, Predictor, check_frames, fit_frames, load_image
 
 RENDER_CHUNK = CHUNK  # frames per detector / translator call (the signatures use it too)
 MODES = ("relative", "absolute")
@@ -372,8 +372,7 @@ def interpolate_to_files(model_dir: str, first_path: str, last_path: str, frames
     `render` and `path` as `interpolate`."""
     from kp_tf import viz
 
-    if frames < 1:
-        raise PredictError(f"--frames must be ≥ 1 (got {frames})")
+    check_frames(frames)
     predictor = Predictor(model_dir)
     first = load_image(first_path, predictor.image_size)
     last = load_image(last_path, predictor.image_size)

@@ -12,7 +12,8 @@
   * An error the user can fix (`UserError`: missing data, a missing model or pretrained file,
     a bad flag value or argument) is one `error: ...` line on stderr with exit status 2, not
     a traceback, followed by its indented `details` lines when it has some (a missing dataset:
-    where to get it, the layout it needs, the command to run next); Ctrl-C is one
+    where to get it, the layout it needs, the command to run next); so is a write that a
+    full disk or a file-size limit refused (`out_of_space_message`); Ctrl-C is one
     `interrupted` line with status 130. A bug still shows its
     traceback (status 1). 0 means the command did its work.
   * Log records (kp_tf's warnings, a library's) read `warning: message`, without absl's prefix
@@ -224,6 +225,32 @@ def _stop_filter() -> None:
         _filter = None
 
 
+# --- a full disk --------------------------------------------------------------------------------
+
+# How the kernel's ENOSPC, EFBIG and EDQUOT read in an OSError and in a TensorFlow error, which
+# carries the C library's text rather than an errno.
+_OUT_OF_SPACE = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def out_of_space_message(error: BaseException) -> Optional[str]:
+    """One line for a write that the disk, a quota or a file-size limit refused (an OSError or
+    a TensorFlow error); None for any other error."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        where, why = error.filename or "a file", error.strerror
+    else:
+        text = " ".join(str(getattr(error, "message", error)).split())
+        why = next((m for m in _OUT_OF_SPACE if m in text), None)
+        if why is None:
+            return None
+        # TensorFlow writes "...PATH; File too large", PATH last before the reason.
+        head = text.split(why)[0].rstrip("; :")
+        where = head.split()[-1] if head.split() else "a file"
+    return (f"cannot write {where}: {why} (a full disk, a quota or a file-size limit). What "
+            f"was complete before is kept; free some space and run the command again.")
+
+
 # --- help ---------------------------------------------------------------------------------------
 
 _COMMON_HELP = """\
@@ -372,6 +399,12 @@ def run(main: Callable[[list], Optional[int]], *, takes_arguments: bool = False,
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
+        except Exception as e:  # noqa: BLE001: only a refused write is turned into a line
+            message = out_of_space_message(e)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
 
     # The filter stays until atexit: TensorFlow's own exit handlers, registered after it, run
     # before it and may still log.

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# The most frames one request may make (predict_video, interpolate, a driving video of animate)
+# and the most the commands accept: the export's outputs hold every frame at once, 4096 float32
+# frames at 128 × 128 being 0.8 GB.
+MAX_FRAMES = 4096
+
 
 def to_model(pixels):
     """uint8 (or float) 0..255 → float32 in [-1, 1]: what the networks see."""

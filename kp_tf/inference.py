@@ -113,11 +113,18 @@ class Predictor:
         return video, out["keypoints"].numpy(), out["first_keypoints"].numpy()
 
 
+def check_frames(frames: int, flag: str = "--frames") -> None:
+    """PredictError unless 1 ≤ frames ≤ conventions.MAX_FRAMES, the export's own limits."""
+    if not 1 <= frames <= conventions.MAX_FRAMES:
+        raise PredictError(f"{flag} must be in 1..{conventions.MAX_FRAMES} (got {frames})")
+
+
 def predict_to_files(model_dir, image_path, action, samples, frames, out_dir, seed=0, fps=10):
     from kp_tf import viz
 
-    if samples < 1 or frames < 1:
-        raise PredictError(f"--samples and --frames must be ≥ 1 (got {samples}, {frames})")
+    if samples < 1:
+        raise PredictError(f"--samples must be ≥ 1 (got {samples})")
+    check_frames(frames)
     predictor = Predictor(model_dir)
     index = predictor.action_index(action)
     image = load_image(image_path, predictor.image_size)

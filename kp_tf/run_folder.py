@@ -7,6 +7,7 @@
       export/         the SavedModel and export_info.json (the checkpoints that made it)
       tflite/         TFLite models, written only by `python -m kp_tf.export --format=tflite`
       samples/        GIFs per action and export_info.json (the export that made them)
+      .lock           pid and host of the `train` working here, flock-ed while it runs (RunLock)
 
 A checkpoint is named by its path and its fingerprint (the sha256 of its .index, which holds
 a CRC of every saved tensor), because a stage retrained from scratch reuses the same path.
@@ -15,12 +16,16 @@ a CRC of every saved tensor), because a stage retrained from scratch reuses the 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import re
+import socket
+import time
 from typing import Optional
 
 import tensorflow as tf
+from absl import logging
 
 from kp_tf import config as config_lib
 
@@ -149,3 +154,86 @@ def export_steps(model_dir: str) -> dict:
         out[f"{stage}_checkpoint"] = info.get(f"{stage}_checkpoint")
         out[stage] = checkpoint_step(info.get(f"{stage}_checkpoint"))
     return out
+
+
+# --- the run's lock ---------------------------------------------------------------------------
+
+LOCK = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live process trains in the same run folder."""
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        holder = json.loads(text)
+        return f"pid {holder['pid']} on host {holder['host']} (since {holder['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "a process that left no readable pid and host"
+
+
+class RunLock:
+    """An exclusive lock on a run folder: `LOGDIR/.lock`, holding the pid and host of its
+    owner, locked with flock while the owner lives.
+
+    The kernel drops the flock when its process ends however it ends (a SIGKILL included),
+    so a lock file left by a dead run is stale by construction: the next run takes it over and
+    says whose it was. Linux NFS clients map flock onto NFS byte-range locks, so two machines
+    sharing the folder see each other's lock too. A live holder makes `acquire` raise
+    RunLockedError naming its pid and host.
+    """
+
+    def __init__(self, logdir: str):
+        self.path = os.path.join(logdir, LOCK)
+        self._fd = None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+                os.close(fd)
+                raise RunLockedError(
+                    f"{os.path.dirname(self.path)} is in use by {_describe_holder(text)}: wait "
+                    f"for that run to end or stop it, or give another --logdir") from None
+            # The holder before us may have unlinked the file between our open and our flock:
+            # the lock we got is then on a name nobody else will open, so try again.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        stale = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        if stale.strip():
+            logging.warning("%s: taking over the stale lock of %s, which no longer runs",
+                            self.path, _describe_holder(stale))
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Unlink before unlocking: a process that opens the name after this makes a new file
+        # and locks that; one that opened it before sees the unlink and tries again.
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -6,15 +6,17 @@ Serving signatures (S = image size, K keypoints, A actions, L = sequence length)
   generate_motion(k0 [B, K, 2], action i32 [B], z [B, latent]) → keypoints [B, L, K, 2]
   translate(image [B, S, S, 3], source_kps [B, K, 2], target_kps [B, T, K, 2])
       → video [B, T, S, S, 3]: each image is encoded once and its T frames rendered as one batch
-  predict_video(image [S, S, 3], action i32 [], seed i64 [], frames i32 [])
+  predict_video(image [S, S, 3], action i32 [] in 0..A−1, seed i64 [], frames i32 [] in 1..4096)
       → video [frames, S, S, 3], keypoints [frames, K, 2], first_keypoints [K, 2]
-  animate(image [S, S, 3], driving_video [T, S, S, 3], T ≥ 2)
+  animate(image [S, S, 3], driving_video [T, S, S, 3], 2 ≤ T ≤ 4096)
       → video [T, S, S, 3], keypoints [T, K, 2], source_keypoints [K, 2],
         driving_keypoints [T, K, 2]: motion transfer, relative with adapt_scale
-  interpolate(first [S, S, 3], last [S, S, 3], frames i32 [] ≥ 1)
+  interpolate(first [S, S, 3], last [S, S, 3], frames i32 [] in 1..4096)
       → video [frames, S, S, 3], keypoints [frames, K, 2], first_keypoints [K, 2],
         last_keypoints [K, 2]: the frames between two images, by keypoint interpolation
   serving_default: predict_video again, for servers that call it when no signature is named.
+Out-of-range values are InvalidArgument errors naming the limit (4096 is
+kp_tf.conventions.MAX_FRAMES); wrong shapes and dtypes are refused by the signatures' specs.
 The rules of animate and interpolate are kp_tf.animation's; past L frames predict_video
 starts each chunk of the motion from the keypoints detected on the frame rendered with the
 last ones (motion_generator.rollout's restart; docs/uses.md has why).
@@ -33,14 +35,18 @@ both loaders restore what the functions read (docs/serving.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 
 import tensorflow as tf
 
-from kp_tf import animation, run_folder
+from kp_tf import animation, conventions, run_folder
 from kp_tf.models.motion_generator import rollout
 
 # Export order; the first is also `serving_default`. predict_video is the whole pipeline, so a
@@ -97,6 +103,30 @@ class VideoPredictor:
         }
         return {name: specs[name] for name in SIGNATURES}
 
+    @staticmethod
+    def _checked(value, checks):
+        """`value` once `checks` (assert ops) have passed: the work that reads it waits for
+        them, so a refused request fails before, not after, rendering its frames."""
+        with tf.control_dependencies(checks):
+            return tf.identity(value)
+
+    def _check_frames(self, frames, name="frames"):
+        """`frames`, or an InvalidArgument error naming the limits unless 1 ≤ frames ≤
+        MAX_FRAMES."""
+        limit = conventions.MAX_FRAMES
+        message = f"{name} must be in 1..{limit} (kp_tf.conventions.MAX_FRAMES)"
+        return self._checked(frames, [tf.debugging.assert_positive(frames, message=message),
+                                      tf.debugging.assert_less_equal(frames, limit,
+                                                                     message=message)])
+
+    def _check_actions(self, action):
+        """`action`, or an InvalidArgument error unless every action is a class index of the
+        model (0 alone for a model without classes, which ignores it)."""
+        count = max(self._cfg.num_actions, 1)
+        message = f"action must be in 0..{count - 1} (the model's {count} action(s))"
+        return self._checked(action, [tf.debugging.assert_non_negative(action, message=message),
+                                      tf.debugging.assert_less(action, count, message=message)])
+
     def detect_keypoints(self, image):
         """image [B, S, S, 3] in [-1, 1] → {"keypoints": [B, K, 2]}."""
         return {"keypoints": self.detector(image, training=False)}
@@ -107,6 +137,7 @@ class VideoPredictor:
 
     def generate_motion(self, k0, action, z):
         """k0 [B, K, 2], action int32 [B], z [B, latent] → {"keypoints": [B, L, K, 2]}."""
+        action = self._check_actions(action)
         return {"keypoints": self.motion_generator.decode(z, k0, self._one_hot(action))}
 
     def translate(self, image, source_kps, target_kps):
@@ -136,7 +167,7 @@ class VideoPredictor:
         rendered with the previous chunk's last keypoints (rollout's restart): started from
         its own smoother output, the generator's motion fades chunk after chunk.
         """
-        tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
+        frames, action = self._check_frames(frames), self._check_actions(action)
         image = image[None]
         k0 = self.detector(image, training=False)
         z = tf.random.stateless_normal([1, self._cfg.latent_dim], tf.stack([seed, seed + 1]))
@@ -187,8 +218,9 @@ class VideoPredictor:
         of its own: translate(image, detect_keypoints(image), detect_keypoints(driving)).
         """
         t = tf.shape(driving_video)[0]
-        tf.debugging.assert_greater_equal(t, 2, message="the driving video needs at least "
-                                                        "2 frames")
+        t = self._checked(self._check_frames(t, "the driving video's frames"), [
+            tf.debugging.assert_greater_equal(t, 2, message="the driving video needs at least "
+                                                            "2 frames")])
         source = self.detector(image[None], training=False)
         driving = self._chunked(
             lambda a, b: self.detector(driving_video[a:b], training=False), t,
@@ -208,7 +240,7 @@ class VideoPredictor:
         animation.INTERPOLATION_RENDER says (kp_tf.animation.interpolate is the same in
         Python over the export).
         """
-        tf.debugging.assert_positive(frames, message="frames must be ≥ 1")
+        frames = self._check_frames(frames)
         ends = self.detector(tf.stack([first, last]), training=False)
         weights = animation.interpolation_weights(frames)
         cfg = self._cfg
@@ -230,6 +262,24 @@ class VideoPredictor:
         return {"video": video, "keypoints": keypoints, "first_keypoints": ends[0],
                 "last_keypoints": ends[1]}
 
+    def _shape_checked(self, name, specs):
+        """The method `name` with each input checked against its spec's shape first.
+
+        A signature of a loaded SavedModel checks the dtypes of its inputs but not their
+        shapes: without this, an image of the wrong size fails deep in the detector with an
+        error naming a concat node. tf.ensure_shape's error names the input and both shapes.
+        """
+        method = getattr(self, name)
+        shapes = {spec.name: spec.shape for spec in specs}
+
+        @functools.wraps(method)
+        def checked(*args, **kwargs):
+            bound = inspect.signature(method).bind(*args, **kwargs)
+            return method(**{key: tf.ensure_shape(value, shapes[key], name=key)
+                             for key, value in bound.arguments.items()})
+
+        return checked
+
     def archive(self, action_names):
         """A keras.export.ExportArchive with the endpoints of SIGNATURES and the string variables
         `action_names` [A] (or [""] without classes) and `config_json` []."""
@@ -241,7 +291,7 @@ class VideoPredictor:
         # endpoints' captured variables are tracked by write_out itself, and no model
         # holds a lookup table or other resource that only track() would find.
         for name, specs in self.input_signatures().items():
-            archive.add_endpoint(name, getattr(self, name), input_signature=specs)
+            archive.add_endpoint(name, self._shape_checked(name, specs), input_signature=specs)
         # Variables, not constants: only trackable state is saved. ExportArchive's public
         # way to add variables saves a list (add_variable_collection), but loaders read
         # `model.action_names` and `model.config_json` as tensors at the root, as from
@@ -272,6 +322,23 @@ def action_names(cfg) -> list[str]:
     return names
 
 
+def _remove_abandoned_exports(parent: str) -> None:
+    """Deletes the temporary folders of exports killed on this host (their process is gone):
+    never read, each would otherwise stay beside the export, a SavedModel's size."""
+    pattern = re.compile(rf"\.export-{re.escape(socket.gethostname())}-(\d+)-\w+")
+    for name in os.listdir(parent):
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # alive: an export in progress
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            continue  # alive, another user's
+
+
 def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
     """Writes the SavedModel of `models` (detector, image_encoder, translator,
     motion_generator) to `out`, replacing it only once the new export is complete.
@@ -282,7 +349,8 @@ def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
     predictor = VideoPredictor(cfg, *models)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    _remove_abandoned_exports(parent)
+    tmp = tempfile.mkdtemp(prefix=f".export-{socket.gethostname()}-{os.getpid()}-", dir=parent)
     try:
         predictor.archive(names).write_out(tmp, verbose=False)
         assets = os.path.join(tmp, "assets.extra")

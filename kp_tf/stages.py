@@ -1,5 +1,9 @@
 """The whole pipeline in order: data → stage 1 → pseudo-labels → stage 2 → export → samples.
 
+Under MultiWorkerMirrored every worker runs this, and the chief alone writes: the data, the
+pseudo-labels (the others wait for both), the stages' configs, checkpoints and summaries
+(kp_tf.training.loop), the export and the samples (docs/reliability.md).
+
 Each step is skipped when its output exists and is complete: the data when its manifest
 exists, a training stage when its checkpoint has reached the configured steps (a shorter
 one resumes), pseudo-labels when they were made by the newest stage-1 checkpoint, the export
@@ -18,6 +22,14 @@ from kp_tf.run_folder import latest_checkpoint, paths
 from kp_tf.training import loop
 
 STAGES = ("data",) + run_folder.STEPS
+
+
+def on_chief(strategy, fn, *args) -> None:
+    """fn(*args) on the chief alone, then every worker waits until it is done (loop.barrier):
+    the data and the pseudo-labels are written once, by the chief, and read by all."""
+    if loop.is_chief(strategy):
+        fn(*args)
+    loop.barrier(strategy)
 
 
 def prepare_data(cfg) -> str:
@@ -48,9 +60,10 @@ def train_keypoints(cfg, strategy) -> str:
     from kp_tf.data import pipeline
     from kp_tf.training.keypoint_trainer import KeypointTrainer
 
-    prepare_data(cfg)
+    on_chief(strategy, prepare_data, cfg)
     out = paths(cfg)["keypoints"]
-    run_folder.write_config(cfg, out)
+    if loop.is_chief(strategy):
+        run_folder.write_config(cfg, out)
     with strategy.scope():
         trainer = KeypointTrainer(cfg)
     # Two phases when the preset jitters the targets: jittered pairs teach the keypoints, then
@@ -106,9 +119,11 @@ def train_motion(cfg, strategy) -> str:
     from kp_tf.data import pipeline
     from kp_tf.training.motion_trainer import MotionTrainer
 
-    labels = pseudo_labels(cfg)
+    on_chief(strategy, pseudo_labels, cfg)
+    labels = paths(cfg)["pseudo_labels"]
     out = paths(cfg)["motion"]
-    run_folder.write_config(cfg, out)
+    if loop.is_chief(strategy):
+        run_folder.write_config(cfg, out)
     with strategy.scope():
         trainer = MotionTrainer(cfg)
     loop.fit(trainer,
@@ -189,17 +204,34 @@ def run(cfg, stage: str = "all", strategy=None):
         from kp_tf import pretrained
 
         pretrained.vgg19_weights(cfg.vgg_weights)  # fail now, not after preparing the data
-    for name in steps:
-        logging.info("stage %s", name)
-        if name == "data":
-            prepare_data(cfg)
-        elif name == "keypoints":
-            train_keypoints(cfg, strategy)
-        elif name == "pseudo_labels":
-            pseudo_labels(cfg)
-        elif name == "motion":
-            train_motion(cfg, strategy)
-        elif name == "export":
-            export(cfg)
-        elif name == "samples":
-            samples(cfg)
+    # One `train` per run folder: two would interleave checkpoints, pseudo-labels and exports.
+    # Other workers of a multi-worker run share the chief's folder and write none of it.
+    lock = run_folder.RunLock(cfg.resolved_logdir)
+    if loop.is_chief(strategy):
+        lock.acquire()
+    try:
+        for name in steps:
+            _run_step(cfg, name, strategy)
+        # The workers leave together: one that ends while the chief still exports makes
+        # TensorFlow's coordination service report the task as crashed.
+        loop.barrier(strategy)
+    finally:
+        lock.release()
+
+
+def _run_step(cfg, name: str, strategy) -> None:
+    logging.info("stage %s", name)
+    if name == "data":
+        on_chief(strategy, prepare_data, cfg)
+    elif name == "keypoints":
+        train_keypoints(cfg, strategy)
+    elif name == "pseudo_labels":
+        on_chief(strategy, pseudo_labels, cfg)
+    elif name == "motion":
+        train_motion(cfg, strategy)
+    elif not loop.is_chief(strategy):
+        return  # the export and the samples are the chief's; nobody waits for them
+    elif name == "export":
+        export(cfg)
+    elif name == "samples":
+        samples(cfg)

@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from kp_tf import stages
+    from kp_tf import run_folder, stages
     from kp_tf.data import datasets, sources
     from kp_tf.training import loop
 
@@ -42,9 +42,11 @@ def main(argv):
                                        script="kp-train")
             details.insert(-1, f"Then run: {command}")
         raise cli.UserError(str(e), details) from e
-    except (FileNotFoundError, datasets.ConversionError, loop.NonFiniteLossError) as e:
-        # Missing data or checkpoints, nothing convertible, a diverged run: each message says
-        # what to do; a ValueError or anything else is a bug and keeps its traceback.
+    except (FileNotFoundError, datasets.ConversionError, loop.NonFiniteLossError,
+            run_folder.RunLockedError) as e:
+        # Missing data or checkpoints, nothing convertible, a diverged run, a run folder in
+        # use: each message says what to do; a ValueError or anything else is a bug and keeps
+        # its traceback.
         raise cli.UserError(str(e)) from e
 
 

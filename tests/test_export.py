@@ -66,6 +66,37 @@ try:
     out["zero_frames_error"] = np.array("")
 except tf.errors.InvalidArgumentError as e:
     out["zero_frames_error"] = np.array(e.message)
+
+def refusal(call):  # the error that `call` raises as "Type: message", "" when it runs
+    try:
+        call()
+        return ""
+    except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
+        return f"{type(e).__name__}: {getattr(e, 'message', e)}"
+
+image, a = x["images"][0], int(x["action"])
+k0, z = tf.constant(x["k0"]), tf.constant(x["z"])
+refused = {
+    "frames_above_cap": lambda: predict(seed, 4097),
+    "frames_negative": lambda: predict(seed, -3),
+    "action_above": lambda: sig["predict_video"](
+        image=tf.constant(image), action=tf.constant(int(x["num_actions"]), tf.int32),
+        seed=tf.constant(1, tf.int64), frames=tf.constant(2, tf.int32)),
+    "action_negative": lambda: sig["generate_motion"](
+        k0=k0, action=tf.constant([0, -1], tf.int32), z=z),
+    "image_float64": lambda: sig["predict_video"](
+        image=tf.constant(image, tf.float64), action=tf.constant(a, tf.int32),
+        seed=tf.constant(1, tf.int64), frames=tf.constant(2, tf.int32)),
+    "image_shape": lambda: sig["detect_keypoints"](image=tf.constant(x["images"][:, :-1])),
+    "action_int64": lambda: sig["generate_motion"](
+        k0=k0, action=tf.constant([0, 1], tf.int64), z=z),
+    "interpolate_frames": lambda: sig["interpolate"](
+        first=tf.constant(image), last=tf.constant(image), frames=tf.constant(0, tf.int32)),
+    "animate_one_frame": lambda: sig["animate"](
+        image=tf.constant(image), driving_video=tf.constant(x["images"][:1])),
+}
+for name, call in refused.items():
+    out[f"refused_{name}"] = np.array(refusal(call))
 out["modules_kp_tf"] = np.array(sys.modules.get("kp_tf") is None)
 np.savez(out_path, **out)
 """
@@ -84,7 +115,7 @@ def exported(tiny_run, tmp_path_factory):  # noqa: F811
         "z": rng.standard_normal((2, lat)).astype(np.float32),
         "targets": rng.uniform(-0.8, 0.8, (2, 3, k, 2)).astype(np.float32),
         "action": np.array(ACTION), "seed": np.array(SEED), "other_seed": np.array(OTHER_SEED),
-        "length": np.array(length),
+        "length": np.array(length), "num_actions": np.array(cfg.num_actions),
     }
     # A real frame for predict_video, so that the detector sees a figure.
     frame = first_test_frame(tiny_run).astype(np.float32) / 127.5 - 1.0
@@ -258,6 +289,28 @@ def test_predict_video_seeds(exported):
 def test_predict_video_rejects_zero_frames(exported):
     _, out = exported
     assert "frames must be" in str(out["zero_frames_error"])
+
+
+@pytest.mark.parametrize("case, error, words", [
+    ("frames_above_cap", "InvalidArgumentError", "frames must be in 1..4096"),
+    ("frames_negative", "InvalidArgumentError", "frames must be in 1..4096"),
+    ("interpolate_frames", "InvalidArgumentError", "frames must be in 1..4096"),
+    ("action_above", "InvalidArgumentError", "action must be in 0..{last}"),
+    ("action_negative", "InvalidArgumentError", "action must be in 0..{last}"),
+    ("animate_one_frame", "InvalidArgumentError", "the driving video needs at least 2 frames"),
+    ("image_shape", "InvalidArgumentError", "Shape of tensor image [2,31,32,3] is not "
+                                            "compatible with expected shape [?,32,32,3]"),
+    # The dtypes the loaded signatures check themselves, naming the input by its position.
+    ("image_float64", "InvalidArgumentError", "expected to be a float tensor but is a double "
+                                              "tensor"),
+    ("action_int64", "InvalidArgumentError", "expected to be a int32 tensor but is a int64"),
+])
+def test_signatures_refuse_bad_inputs_with_the_limit(exported, tiny_run, case, error,  # noqa: F811
+                                                     words):
+    _, out = exported
+    message = str(out[f"refused_{case}"])
+    assert message.startswith(error) and words.format(last=tiny_run.cfg.num_actions - 1) \
+        in message, message
 
 
 def test_action_names_and_config_travel_with_the_model(exported, tiny_run):  # noqa: F811

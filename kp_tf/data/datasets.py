@@ -236,9 +236,16 @@ def iter_clips(spec: DatasetSpec, src, split: str, *, count: Optional[int] = Non
                 yield source, e
     elif spec.layout == "weizmann":
         for row in readers.read_weizmann_labels(src):
-            if row["split"] != split:
+            # A row of no known split is reported once, with the training split.
+            if row["split"] != split and (row["split"] in SPLITS or split != "train"):
                 continue
-            source = str(Path(src) / "clips" / row["file"])
+            source = str(Path(src) / "clips" / (row["file"] or ""))
+            if row["split"] not in SPLITS:
+                yield source, ClipReadError(
+                    f"{Path(src) / 'labels.csv'}:{row['line']}",
+                    f"split {row['split']!r} is neither train nor test" if row["split"]
+                    else "the row has no split (fewer than 5 columns?)")
+                continue
             try:
                 yield source, readers.read_weizmann_clip(src, row)
             except ClipReadError as e:

@@ -520,7 +520,8 @@ def read_weizmann_labels(root) -> list[dict]:
         need = {"file", "frames", "action", "actor", "split"}
         if not need.issubset(reader.fieldnames or ()):
             raise ValueError(f"{path}: columns {reader.fieldnames}, expected {sorted(need)}")
-        return [dict(row) for row in reader]
+        # The line of each row, for the message of a malformed one.
+        return [dict(row, line=reader.line_num) for row in reader]
 
 
 def read_weizmann_clip(root, row: dict) -> Clip:
@@ -530,12 +531,19 @@ def read_weizmann_clip(root, row: dict) -> Clip:
       ClipReadError: unreadable strip, unknown action, or a frame count that disagrees with
         labels.csv.
     """
+    labels = f"{Path(root) / 'labels.csv'}:{row.get('line', '?')}"
+    missing = [k for k in ("file", "action", "actor") if not str(row.get(k) or "").strip()]
+    if missing:
+        raise ClipReadError(labels, f"row lacks {', '.join(missing)}")
     path = Path(root) / "clips" / row["file"]
+    frames = str(row.get("frames") or "").strip()
+    if frames and not frames.isdigit():
+        raise ClipReadError(labels, f"frames column {frames!r} is not a count")
     if row["action"] not in WEIZMANN_CLASSES:
         raise ClipReadError(path, f"unknown action {row['action']!r}; expected one of "
                                   f"{WEIZMANN_CLASSES}")
     clip = read_strip(path)
-    if str(row.get("frames", "")).strip() and int(row["frames"]) != clip.num_frames:
+    if frames and int(frames) != clip.num_frames:
         raise ClipReadError(path, f"strip holds {plural(clip.num_frames, 'frame')}, labels.csv "
                                   f"says {row['frames']}")
     clip.label = WEIZMANN_CLASSES.index(row["action"])

@@ -15,10 +15,13 @@ Keras' bar on a terminal and a plain line now and then anywhere else (kp_tf.prog
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -50,6 +53,39 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     if kind == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"unknown strategy {kind!r}: use auto, default, mirrored or multiworker")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, but under MultiWorkerMirrored only
+    the chief (task type "chief", else worker 0), as TensorFlow's multi-worker guide has it."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (task_type == "worker" and resolver.task_id == 0
+                                    and not has_chief)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker of a MultiWorkerMirrored `strategy` has called it (an
+    all-reduce of one number): the others wait there while the chief writes what they read
+    next. Returns at once under any other strategy."""
+    if getattr(getattr(strategy, "cluster_resolver", None), "task_type", None) is not None:
+        _all_reduce_one(strategy)()
+
+
+@functools.lru_cache(maxsize=None)
+def _all_reduce_one(strategy):
+    """One traced all-reduce per strategy: a new tf.function at each barrier would be traced
+    again each time, and TensorFlow warns about that."""
+
+    @tf.function
+    def all_reduce():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                               strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    return all_reduce
 
 
 def derived_seed(seed: int, *keys: int) -> int:
@@ -173,6 +209,42 @@ class _TrainingProgress:
             self._lines.close()
 
 
+def _sharded_by_data() -> tf.data.Options:
+    """Multi-worker input sharding by data: every worker reads the whole stream and keeps its
+    slice of each global batch, so the workers together train on the global batches that one
+    process would, in the same order, and a resumed run skips the same elements. Sharding by
+    file would give each worker other clips than one process reads, and cannot split fewer
+    shards than workers; the stream is shuffled from all shards, so reading it all is what
+    one process does anyway. No effect on one worker."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+class _Checkpoints:
+    """A run's checkpoints as this process sees them. Every process restores from
+    LOGDIR/checkpoints; every process saves, since saving distributed variables takes all
+    workers, but only the chief saves there: another worker of MultiWorkerMirrored saves into
+    a temporary folder of its own, removed after each save (TensorFlow's multi-worker guide)."""
+
+    def __init__(self, ckpt, logdir: str, strategy):
+        self.directory = os.path.join(logdir, "checkpoints")
+        self.chief = is_chief(strategy)
+        self._write = (self.directory if self.chief
+                       else tempfile.mkdtemp(prefix="kp_tf-worker-checkpoints-"))
+        self._manager = tf.train.CheckpointManager(ckpt, self._write, max_to_keep=3)
+
+    @property
+    def latest(self):
+        return tf.train.latest_checkpoint(self.directory)
+
+    def save(self, step: int) -> str:
+        path = self._manager.save(checkpoint_number=step)
+        if not self.chief:
+            shutil.rmtree(self._write, ignore_errors=True)
+        return path
+
+
 def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribute.Strategy,
         checkpoint_every: int, summary_every: int, image_summary_every: int,
         xla: bool = False, verbose: bool = True, log_every_seconds: float = 60.0) -> int:
@@ -190,21 +262,21 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
     with strategy.scope():
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         ckpt = tf.train.Checkpoint(step=step, **trainer.checkpoint_objects())
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(logdir, "checkpoints"), max_to_keep=3)
+    checkpoints = _Checkpoints(ckpt, logdir, strategy)
 
     def current_step() -> int:
         return int(step.numpy())  # not int(step): a MirroredVariable has no __int__
 
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s at step %d", manager.latest_checkpoint, current_step())
+    if checkpoints.latest:
+        ckpt.restore(checkpoints.latest).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", checkpoints.latest, current_step())
         if verbose:
-            print(f"Resumed from {manager.latest_checkpoint} at step {current_step()}", flush=True)
+            print(f"Resumed from {checkpoints.latest} at step {current_step()}", flush=True)
     start = current_step()
     if start >= steps:
         return start
 
-    dataset = make_dataset(start)
+    dataset = make_dataset(start).with_options(_sharded_by_data())
     preview = next(iter(dataset))  # a fixed batch for image summaries
     batches = iter(strategy.experimental_distribute_dataset(dataset))
 
@@ -219,19 +291,20 @@ def fit(trainer, make_dataset, *, steps: int, logdir: str, strategy: tf.distribu
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in losses.items()}
 
-    writer = tf.summary.create_file_writer(os.path.join(logdir, "train"))
+    writer = (tf.summary.create_file_writer(os.path.join(logdir, "train"))
+              if checkpoints.chief else tf.summary.create_noop_writer())
     progress = _TrainingProgress(steps, start, os.path.basename(os.path.normpath(logdir)),
                                  summary_every, log_every_seconds, verbose)
     last_time = time.perf_counter()
 
     def save(reason):
-        path = manager.save(checkpoint_number=current_step())
+        path = checkpoints.save(current_step())
         logging.info("checkpoint %s (%s)", path, reason)
 
     try:
         while current_step() < steps:
             losses = {k: float(v) for k, v in distributed_step(next(batches)).items()}
-            _check_finite(losses, current_step() + 1, manager.latest_checkpoint)
+            _check_finite(losses, current_step() + 1, checkpoints.latest)
             step.assign_add(1)
             s = current_step()
             now = time.perf_counter()
