@@ -93,7 +93,9 @@ def pseudo_labels(cfg) -> str:
     if pl.is_current(out, checkpoint):
         return out
     print(f"Pseudo-labelling every frame with {checkpoint} ...", flush=True)
-    summary = pl.make_pseudo_labels(run_folder.restore_detector(cfg, checkpoint), cfg,
+    with loop.dtype_policy(loop.resolve_precision(cfg.inference_precision)):
+        detector = run_folder.restore_detector(cfg, checkpoint)
+    summary = pl.make_pseudo_labels(detector, cfg,
                                     cfg.resolved_data_dir, out, checkpoint, verbose=True)
     made = ", ".join(f"{split} {plural(info['clips'], 'clip')} "
                      f"({plural(info['frames'], 'frame')})"
