@@ -236,20 +236,23 @@ def bench_data() -> None:
               f"batch {cfg.stage2_batch_size}: {rate:8.1f} sequences/s")
 
 
-def _call_seconds(fn, args, calls: int, warmup: int = 2) -> list[float]:
-    """Seconds of each of `calls` calls of a tf.function after `warmup` calls (tracing left
-    out); each call's outputs are fetched, so that its queued work is inside its time."""
+def _call_seconds(fn, args, calls: int, warmup: int = 2) -> tuple[list, list]:
+    """(wall seconds, process CPU seconds) of each of `calls` calls of a tf.function after
+    `warmup` calls (tracing left out); each call's outputs are fetched, so that its queued
+    work is inside its time. The CPU seconds tell a call slowed by other processes on the
+    cores (wall up, CPU not) from one that does more work."""
     def call():
         tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
 
     for _ in range(warmup):
         call()
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(calls):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         call()
         seconds.append(time.perf_counter() - start)
-    return seconds
+        cpu.append(time.process_time() - start_cpu)
+    return seconds, cpu
 
 
 def _report(parts, calls: int, header: dict) -> None:
@@ -257,9 +260,9 @@ def _report(parts, calls: int, header: dict) -> None:
     (the line format that tests and readers parse) and writes every call to --json."""
     figures = {}
     for name, fn, fn_args in parts:
-        seconds = _call_seconds(fn, fn_args, calls, FLAGS.warmup)
+        seconds, cpu = _call_seconds(fn, fn_args, calls, FLAGS.warmup)
         figures[name] = {"median": float(np.median(seconds)), "min": min(seconds),
-                         "max": max(seconds), "all": seconds}
+                         "max": max(seconds), "all": seconds, "cpu": cpu}
         print(f"{name:<56} {1000 * figures[name]['median']:8.1f} ms", flush=True)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
@@ -318,7 +321,9 @@ def bench_stage1() -> None:
             trainer.train_detector = True
 
     parts = [
-        ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        # jit_compile as loop.fit compiles the step (--set=xla=true)
+        ("whole step (G update + D update)",
+         tf.function(trainer.train_step, jit_compile=cfg.xla or None), (batch,)),
         ("whole step, detector frozen (plain-pair phase)", tf.function(frozen_detector_step),
          (plain,)),
         ("G update", g_update, (batch,)),
@@ -358,7 +363,9 @@ def bench_stage2() -> None:
              "action": pipeline.action_one_hot(rng.integers(0, max(a, 1), b), a)}
     generator = trainer.generator
     parts = [
-        ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        # jit_compile as loop.fit compiles the step (--set=xla=true)
+        ("whole step (G update + D update)",
+         tf.function(trainer.train_step, jit_compile=cfg.xla or None), (batch,)),
         ("forward: motion generator (posterior)",
          tf.function(lambda x: generator((x["sequence"], x["first"], x["action"]),
                                          training=True)[0]), (batch,)),

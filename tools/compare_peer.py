@@ -59,6 +59,8 @@ flags.DEFINE_string("peer_script", "", "torch_reference.py (default: the shared 
                     "perf/torch_reference.py).")
 flags.DEFINE_boolean("make_venv", False, "Create --peer_python's venv when it is missing.")
 flags.DEFINE_string("preset", "penn", "kp_tf's preset (the peer is fixed at the paper's size).")
+flags.DEFINE_string("out_dir", "", "Where each run's JSON goes (default: a new folder under "
+                    "the temporary directory, kept, so that a job cut short leaves them).")
 flags.DEFINE_string("json", "", "Also write every call's seconds here.")
 FLAGS = flags.FLAGS
 
@@ -151,14 +153,18 @@ def main(argv) -> int:
     kp, peer = {}, {}
     before = loadavg()
     print(f"load before: {before}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="kp_compare_") as tmp:
-        for round_ in range(FLAGS.rounds):
-            for section in FLAGS.sections:
-                for row, found in peer_section(section, tmp, round_).items():
-                    peer.setdefault(row, []).extend(found)
-                for row, ((bench, precision), _) in ROWS.items():
-                    if (bench == "predict") == (section == "predict"):
-                        kp.setdefault(row, []).extend(kp_tf_run(bench, precision, tmp, round_))
+    tmp = FLAGS.out_dir or tempfile.mkdtemp(prefix="kp_compare_")
+    os.makedirs(tmp, exist_ok=True)
+    print(f"runs' JSON in {tmp}", flush=True)
+    for round_ in range(FLAGS.rounds):
+        for section in FLAGS.sections:
+            for row, found in peer_section(section, tmp, round_).items():
+                peer.setdefault(row, []).extend(found)
+            for row, ((bench, precision), _) in ROWS.items():
+                if (bench == "predict") == (section == "predict"):
+                    kp.setdefault(row, []).extend(kp_tf_run(bench, precision, tmp, round_))
+            # After each section too: a job cut short still leaves its figures.
+            print("\n".join(table(kp, peer)), flush=True)
     after = loadavg()
     print(f"load before: {before}\nload after:  {after}")
     print("\n".join(table(kp, peer)))
