@@ -90,10 +90,11 @@ def pseudo_labels(cfg) -> str:
         raise FileNotFoundError(f"no stage-1 checkpoint in {paths(cfg)['keypoints']}: "
                                 f"train the keypoints first (--stage=keypoints)")
     out = paths(cfg)["pseudo_labels"]
-    if pl.is_current(out, checkpoint):
+    precision = loop.resolve_precision(cfg.inference_precision)
+    if pl.is_current(out, checkpoint, precision):
         return out
     print(f"Pseudo-labelling every frame with {checkpoint} ...", flush=True)
-    with loop.dtype_policy(loop.resolve_precision(cfg.inference_precision)):
+    with loop.dtype_policy(precision):
         detector = run_folder.restore_detector(cfg, checkpoint)
     summary = pl.make_pseudo_labels(detector, cfg,
                                     cfg.resolved_data_dir, out, checkpoint, verbose=True)

@@ -277,7 +277,8 @@ def test_action_names_and_config_travel_with_the_model(exported, tiny_run):  # n
     ckpt2 = run_folder.latest_checkpoint(tiny_run.path("motion"))
     assert info == {"stage1_checkpoint": ckpt1, "stage2_checkpoint": ckpt2,
                     "stage1_fingerprint": run_folder.checkpoint_fingerprint(ckpt1),
-                    "stage2_fingerprint": run_folder.checkpoint_fingerprint(ckpt2)}
+                    "stage2_fingerprint": run_folder.checkpoint_fingerprint(ckpt2),
+                    "precision": "float32"}
 
 
 def test_a_bfloat16_export_renders_what_the_float32_one_does(tiny_run, tmp_path):  # noqa: F811

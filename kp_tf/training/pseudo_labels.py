@@ -47,13 +47,16 @@ def detect_clips(detect, clips, frames_per_batch: int = 256):
         yield from flush()
 
 
-def is_current(out_dir: str, checkpoint: str) -> bool:
+def is_current(out_dir: str, checkpoint: str, precision: str = "float32") -> bool:
+    """Whether `out_dir` holds the labels of `checkpoint`'s detector in `precision` (labels
+    written before the precision was recorded were float32)."""
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
         return False
     with open(path) as f:
         manifest = json.load(f)
     return (manifest.get("detector_checkpoint") == checkpoint
+            and manifest.get("precision", "float32") == precision
             and manifest.get("detector_fingerprint") == run_folder.checkpoint_fingerprint(checkpoint))
 
 
