@@ -136,6 +136,8 @@ class Config:
     checkpoint_every: int = _run(1000, "Steps between checkpoints (also at the end and on Ctrl-C).")
     summary_every: int = _run(100, "Steps between scalar summaries.")
     image_summary_every: int = _run(1000, "Steps between image summaries.")
+    inference_precision: str = _run("float32", "Precision of pseudo-labelling and of the export: "
+                                    "'float32', 'mixed_bfloat16' or 'auto'.")
 
     @property
     def resolved_data_dir(self) -> str:

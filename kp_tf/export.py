@@ -1,6 +1,7 @@
 """Writes a trained run's SavedModel, or its TFLite models.
 
     python -m kp_tf.export --logdir=RUN [--format=saved_model|tflite] [--out=DIR]
+                           [--precision=float32|mixed_bfloat16|auto]
 
 (`kp-export` once installed with pip.) Both hold the newest checkpoints of both stages.
 saved_model (the default; kp_tf.serving): one SavedModel, DIR defaults to RUN/export;
@@ -23,6 +24,12 @@ flags.DEFINE_enum("format", "saved_model", FORMATS,
                   "three TFLite models for phones and browsers (docs/tflite.md).")
 flags.DEFINE_string("out", "", "Output folder (default LOGDIR/export, or LOGDIR/tflite with "
                     "--format=tflite).")
+flags.DEFINE_enum("precision", None, ("float32", "mixed_bfloat16", "auto"),
+                  "saved_model: the networks' precision (default: the run's "
+                  "inference_precision, float32 unless set). mixed_bfloat16 computes in "
+                  "bfloat16 with float32 weights, inputs and outputs: about twice as fast "
+                  "on CPUs with AVX512-BF16 or AMX, emulated and slower elsewhere; auto "
+                  "picks it where the exporting CPU has them (docs/performance.md).")
 flags.mark_flag_as_required("logdir")
 FLAGS = flags.FLAGS
 
@@ -37,6 +44,8 @@ def main(argv):
     if not os.path.exists(os.path.join(stage_dir, run_folder.CONFIG)):
         raise cli.UserError(f"{FLAGS.logdir}: no trained run here (no keypoints/config.json)")
     cfg = run_folder.read_config(stage_dir).replace(logdir=FLAGS.logdir)
+    if FLAGS.precision:
+        cfg = cfg.replace(inference_precision=FLAGS.precision)
     out = FLAGS.out or os.path.join(FLAGS.logdir, DEFAULT_OUT[FLAGS.format])
     try:
         if FLAGS.format == "tflite":

@@ -11,6 +11,8 @@ from keras import ops
 
 
 def _bce_with_logits(logits, target: float):
+    # floatx: a mixed-precision discriminator's logits are bfloat16
+    logits = ops.cast(logits, keras.config.floatx())
     labels = ops.full_like(logits, target)
     return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
 
@@ -165,6 +167,10 @@ def motion_generator_losses(cfg, reconstruction, target, mu, log_var, fake_logit
       coordinate error), "kl" the plain KL, "total" the weighted sum to minimise (its KL
       term floored per dimension at cfg.kl_free_bits when that is > 0).
     """
+    # floatx terms under a mixed policy too: the L1 is weighted by 1000, beyond bfloat16's
+    # 8-bit mantissa for the small errors late in training.
+    reconstruction, mu, log_var = (ops.cast(x, keras.config.floatx())
+                                   for x in (reconstruction, mu, log_var))
     kl = kl_divergence(mu, log_var)
     kl_loss = kl_divergence(mu, log_var, cfg.kl_free_bits) if cfg.kl_free_bits else kl
     l1 = keypoint_l1(reconstruction, target)

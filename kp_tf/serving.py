@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from kp_tf import animation, conventions, run_folder
 from kp_tf.models.motion_generator import rollout
+from kp_tf.training import loop
 
 # Export order; the first is also `serving_default`. predict_video is the whole pipeline, so a
 # request that names no signature gets image → video.
@@ -138,7 +139,9 @@ class VideoPredictor:
     def generate_motion(self, k0, action, z):
         """k0 [B, K, 2], action int32 [B], z [B, latent] → {"keypoints": [B, L, K, 2]}."""
         action = self._check_actions(action)
-        return {"keypoints": self.motion_generator.decode(z, k0, self._one_hot(action))}
+        keypoints = self.motion_generator.decode(z, k0, self._one_hot(action))
+        # float32 whatever the precision: a signature's output types are part of its contract.
+        return {"keypoints": tf.cast(keypoints, tf.float32)}
 
     def translate(self, image, source_kps, target_kps):
         """image [B, S, S, 3], source_kps [B, K, 2], target_kps [B, T, K, 2]
@@ -305,9 +308,11 @@ class VideoPredictor:
 
 
 def restore_models(cfg, stage1_checkpoint: str, stage2_checkpoint: str):
-    """Inference networks restored from the two stages' checkpoints."""
-    nets = run_folder.restore_stage1(cfg, stage1_checkpoint)
-    generator = run_folder.restore_motion_generator(cfg, stage2_checkpoint)
+    """Inference networks restored from the two stages' checkpoints, built in
+    `cfg.inference_precision` (the variables are float32 in either precision)."""
+    with loop.dtype_policy(loop.resolve_precision(cfg.inference_precision)):
+        nets = run_folder.restore_stage1(cfg, stage1_checkpoint)
+        generator = run_folder.restore_motion_generator(cfg, stage2_checkpoint)
     return nets.detector, nets.image_encoder, nets.translator, generator
 
 
@@ -371,11 +376,12 @@ def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
 
 def export_run(cfg, out: str, force: bool = False) -> str:
     """Exports the newest checkpoints of a run; skipped when `out` already holds them."""
-    info = run_folder.newest_checkpoints_info(cfg)
+    info = dict(run_folder.newest_checkpoints_info(cfg),
+                precision=loop.resolve_precision(cfg.inference_precision))
     if not force and run_folder.read_export_info(out) == info:
         return out
     models = restore_models(cfg, info["stage1_checkpoint"], info["stage2_checkpoint"])
     write_export(cfg, models, action_names(cfg), out, info)
-    print(f"Exported {out} (stage 1: {info['stage1_checkpoint']}; stage 2: "
-          f"{info['stage2_checkpoint']})", flush=True)
+    print(f"Exported {out} in {info['precision']} (stage 1: {info['stage1_checkpoint']}; "
+          f"stage 2: {info['stage2_checkpoint']})", flush=True)
     return out

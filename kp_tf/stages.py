@@ -103,10 +103,13 @@ def pseudo_labels(cfg) -> str:
         raise FileNotFoundError(f"no stage-1 checkpoint in {paths(cfg)['keypoints']}: "
                                 f"train the keypoints first (--stage=keypoints)")
     out = paths(cfg)["pseudo_labels"]
-    if pl.is_current(out, checkpoint):
+    precision = loop.resolve_precision(cfg.inference_precision)
+    if pl.is_current(out, checkpoint, precision):
         return out
     print(f"Pseudo-labelling every frame with {checkpoint} ...", flush=True)
-    summary = pl.make_pseudo_labels(run_folder.restore_detector(cfg, checkpoint), cfg,
+    with loop.dtype_policy(precision):
+        detector = run_folder.restore_detector(cfg, checkpoint)
+    summary = pl.make_pseudo_labels(detector, cfg,
                                     cfg.resolved_data_dir, out, checkpoint, verbose=True)
     made = ", ".join(f"{split} {plural(info['clips'], 'clip')} "
                      f"({plural(info['frames'], 'frame')})"

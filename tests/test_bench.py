@@ -1,5 +1,6 @@
 """tools/bench.py runs and prints its figures (the figures themselves are read, not asserted)."""
 
+import json
 import re
 import subprocess
 import sys
@@ -46,14 +47,14 @@ def test_bench_set_rejects_an_unknown_setting_or_a_bad_value():
 def test_bench_names_a_missing_benchmark_and_a_flag_of_another():
     proc = _bench("--preset=tiny")
     assert proc.returncode == 2 and proc.stderr == "error: name one benchmark: data, stage1, " \
-                                                   "stage2, convert\n", proc.stderr[-500:]
+                                                   "stage2, predict, convert\n", proc.stderr[-500:]
     proc = _bench("stage2", "--preset=tiny", "--vgg_weights=none", "--seconds=1")
     assert proc.returncode == 2, proc.stderr[-500:]
     assert proc.stderr == "error: --seconds, --vgg_weights are not flags of bench.py stage2 " \
                           "(see --help)\n"
     help_text = _bench("--help")
     assert help_text.returncode == 0 and help_text.stdout.startswith("Benchmarks, one subcommand")
-    assert "--set: stage1, stage2: override a preset setting" in help_text.stdout
+    assert "--set: stage1, stage2, predict: override a preset setting" in help_text.stdout
 
 
 def test_bench_stage2_prints_every_part():
@@ -61,6 +62,15 @@ def test_bench_stage2_prints_every_part():
         figures, _ = _figures("stage2", f"--preset={preset}", "--calls=1", "--batch_size=2")
         names = [name for name, _ in figures]
         assert names[0] == "whole step (G update + D update)" and len(names) == 3, names
+
+
+def test_bench_predict_times_the_serving_video_in_each_precision(tmp_path):
+    for precision, images in (("float32", 1), ("mixed_bfloat16", 2)):
+        out = tmp_path / f"{precision}.json"
+        figures, _ = _figures("predict", "--preset=tiny", "--calls=1", "--video_frames=10",
+                              f"--images={images}", f"--precision={precision}", f"--json={out}")
+        assert [name for name, _ in figures] == [f"image → 10-frame video, {images} image(s)"]
+        assert json.loads(out.read_text())["precision"] == precision
 
 
 def test_bench_convert_prints_the_rate_and_the_size_per_1000_clips():

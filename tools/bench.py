@@ -7,6 +7,9 @@
          term, and the forward passes of its parts.
   stage2 the stage-2 training step (motion generator + sequence discriminator) and the
          generator's forward pass, on random keypoint sequences.
+  predict image → video at the preset's size with random weights, through the serving
+         computations (kp_tf.serving.VideoPredictor: what the SavedModel's predict_video
+         runs), in float32 or mixed_bfloat16.
   convert conversion of a raw copy (what `train --src` does on first use) on fake clips in
          the dataset's raw layout and at its download's frame size: clips/s, CPU time and
          size on disk per 1,000 clips (docs/datasets.md).
@@ -45,21 +48,33 @@ import tensorflow as tf  # noqa: E402
 from kp_tf import config  # noqa: E402
 from kp_tf.data import pipeline, tfrecords  # noqa: E402
 from kp_tf.data.clip import Clip  # noqa: E402
+from kp_tf.models.motion_generator import rollout  # noqa: E402
+from kp_tf.training import loop  # noqa: E402
 
 flags.DEFINE_string("preset", "synthetic", "All: the preset the figures are for.")
 flags.DEFINE_integer("batch_size", None, "data: the stage-1 batch (default 16, fixed rather "
                      "than the preset's so that figures stay comparable when presets change; "
                      "pairs/s barely depends on it). stage1, stage2: the training batch "
                      "(default, or 0: the preset's).", lower_bound=0)
-flags.DEFINE_integer("calls", None, "stage1, stage2: timed calls per figure (default 10 for "
-                     "stage1, 20 for stage2).", lower_bound=1)
-flags.DEFINE_multi_string("set", [], "stage1, stage2: override a preset setting NAME=VALUE, "
+flags.DEFINE_integer("calls", None, "stage1, stage2, predict: timed calls per figure "
+                     "(default 10 for stage1, 20 for stage2, 5 for predict).", lower_bound=1)
+flags.DEFINE_multi_string("set", [], "stage1, stage2, predict: override a preset setting NAME=VALUE, "
                           "as the train flag --NAME=VALUE (repeatable), e.g. "
                           "--set=detector_downsample=2.")
 flags.DEFINE_string("vgg_weights", "imagenet", "stage1: 'none' for random VGG weights (same "
                     "cost, no weights file).")
-flags.DEFINE_string("precision", "", "stage1: float32, mixed_bfloat16 or auto; default: the "
-                    "preset's.")
+flags.DEFINE_string("precision", "", "stage1, stage2, predict: float32, mixed_bfloat16 or "
+                    "auto; default: the preset's (stage1), float32 (stage2, predict).")
+flags.DEFINE_integer("video_frames", 32, "predict: frames of each video.", lower_bound=1)
+flags.DEFINE_integer("images", 1, "predict: images per call; 1 times the predict_video "
+                     "signature, more its batched signatures chained (detect_keypoints, "
+                     "generate_motion, translate).", lower_bound=1)
+flags.DEFINE_integer("warmup", 2, "stage1, stage2, predict: untimed calls before the timed "
+                     "ones (the first also traces).", lower_bound=1)
+flags.DEFINE_boolean("step_only", False, "stage1, stage2: time the whole training step only, "
+                     "not its parts (the paper presets take seconds a step).")
+flags.DEFINE_string("json", "", "stage1, stage2, predict: also write the figures, with every "
+                    "call's seconds, to this JSON file.")
 flags.DEFINE_string("data_dir", "", "data: a converted dataset to read (default: a temporary "
                     "synthetic one).")
 flags.DEFINE_string("split", "train", "data: the split read.")
@@ -221,19 +236,37 @@ def bench_data() -> None:
               f"batch {cfg.stage2_batch_size}: {rate:8.1f} sequences/s")
 
 
-def _ms_per_call(fn, args, calls: int, warmup: int = 2) -> float:
-    """Milliseconds per call of a tf.function after `warmup` calls (tracing left out); the
-    outputs are fetched so that queued work is inside the timing."""
-    def fetch(out):
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+def _call_seconds(fn, args, calls: int, warmup: int = 2) -> tuple[list, list]:
+    """(wall seconds, process CPU seconds) of each of `calls` calls of a tf.function after
+    `warmup` calls (tracing left out); each call's outputs are fetched, so that its queued
+    work is inside its time. The CPU seconds tell a call slowed by other processes on the
+    cores (wall up, CPU not) from one that does more work."""
+    def call():
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
 
     for _ in range(warmup):
-        fetch(fn(*args))
-    start = time.perf_counter()
+        call()
+    seconds, cpu = [], []
     for _ in range(calls):
-        out = fn(*args)
-    fetch(out)
-    return 1000.0 * (time.perf_counter() - start) / calls
+        start, start_cpu = time.perf_counter(), time.process_time()
+        call()
+        seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return seconds, cpu
+
+
+def _report(parts, calls: int, header: dict) -> None:
+    """Times each (name, tf.function, args) of `parts`: prints the median per call in ms
+    (the line format that tests and readers parse) and writes every call to --json."""
+    figures = {}
+    for name, fn, fn_args in parts:
+        seconds, cpu = _call_seconds(fn, fn_args, calls, FLAGS.warmup)
+        figures[name] = {"median": float(np.median(seconds)), "min": min(seconds),
+                         "max": max(seconds), "all": seconds, "cpu": cpu}
+        print(f"{name:<56} {1000 * figures[name]['median']:8.1f} ms", flush=True)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({**header, "loadavg": os.getloadavg(), "figures": figures}, f, indent=1)
 
 
 def _step_config(batch_field: str, **overrides) -> config.Config:
@@ -250,8 +283,6 @@ def _step_config(batch_field: str, **overrides) -> config.Config:
     if FLAGS.batch_size:
         values[batch_field] = FLAGS.batch_size
     cfg = config.load_preset(FLAGS.preset, **values)
-    from kp_tf.training import loop
-
     loop.configure_determinism(cfg.deterministic)  # --set deterministic=true: its cost per step
     return cfg
 
@@ -290,7 +321,9 @@ def bench_stage1() -> None:
             trainer.train_detector = True
 
     parts = [
-        ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        # jit_compile as loop.fit compiles the step (--set=xla=true)
+        ("whole step (G update + D update)",
+         tf.function(trainer.train_step, jit_compile=cfg.xla or None), (batch,)),
         ("whole step, detector frozen (plain-pair phase)", tf.function(frozen_detector_step),
          (plain,)),
         ("G update", g_update, (batch,)),
@@ -305,8 +338,9 @@ def bench_stage1() -> None:
         ("forward: image discriminator",
          tf.function(lambda x: trainer.discriminator(x, training=True)), (plain["target"],)),
     ]
-    for name, fn, fn_args in parts:
-        print(f"{name:<56} {_ms_per_call(fn, fn_args, calls):8.1f} ms")
+    _report(parts[:1] if FLAGS.step_only else parts, calls,
+            {"bench": "stage1", "preset": FLAGS.preset, "batch": b,
+             "precision": trainer.precision})
 
 
 def bench_stage2() -> None:
@@ -319,22 +353,74 @@ def bench_stage2() -> None:
                   cfg.num_actions)
     print(f"bench stage2: preset {FLAGS.preset}, batch {b}, {t} steps, K {k}, LSTM "
           f"{cfg.lstm_layers}x{cfg.lstm_units}, {os.cpu_count()} CPUs, TF {tf.__version__}")
-    trainer = MotionTrainer(cfg)
+    precision = loop.resolve_precision(FLAGS.precision or "float32")
+    print(f"precision {precision}")
+    with loop.dtype_policy(precision):
+        trainer = MotionTrainer(cfg)
     rng = np.random.default_rng(0)
     batch = {"sequence": tf.constant(rng.uniform(-0.5, 0.5, (b, t, k, 2)), tf.float32),
              "first": tf.constant(rng.uniform(-0.5, 0.5, (b, k, 2)), tf.float32),
              "action": pipeline.action_one_hot(rng.integers(0, max(a, 1), b), a)}
     generator = trainer.generator
     parts = [
-        ("whole step (G update + D update)", tf.function(trainer.train_step), (batch,)),
+        # jit_compile as loop.fit compiles the step (--set=xla=true)
+        ("whole step (G update + D update)",
+         tf.function(trainer.train_step, jit_compile=cfg.xla or None), (batch,)),
         ("forward: motion generator (posterior)",
          tf.function(lambda x: generator((x["sequence"], x["first"], x["action"]),
                                          training=True)[0]), (batch,)),
         ("forward: sequence discriminator",
          tf.function(lambda x: trainer.discriminator(x, training=True)), (batch["sequence"],)),
     ]
-    for name, fn, fn_args in parts:
-        print(f"{name:<56} {_ms_per_call(fn, fn_args, calls):8.1f} ms")
+    _report(parts[:1] if FLAGS.step_only else parts, calls,
+            {"bench": "stage2", "preset": FLAGS.preset, "batch": b, "precision": precision})
+
+
+def _video_function(predictor, images: int):
+    """(tf.function, its arguments): image → video as a SavedModel client gets it, the
+    predict_video signature for one image, else the batched signatures chained."""
+    cfg = predictor._cfg
+    s, k = cfg.image_size, cfg.num_keypoints
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.uniform(-1, 1, (images, s, s, 3)), tf.float32)
+    action = tf.constant(rng.integers(0, max(cfg.num_actions, 1), images), tf.int32)
+    frames = FLAGS.video_frames
+    if images == 1:
+        fn = tf.function(predictor.predict_video,
+                         input_signature=predictor.input_signatures()["predict_video"])
+        return fn, (image[0], action[0], tf.constant(0, tf.int64), tf.constant(frames))
+
+    @tf.function
+    def batched(image, action):
+        k0 = predictor.detect_keypoints(image)["keypoints"]
+        z = tf.random.stateless_normal([images, cfg.latent_dim], [0, 1])
+        motion = rollout(lambda start: predictor.generate_motion(start, action, z)["keypoints"],
+                         k0, frames, cfg.sequence_length)
+        return predictor.translate(image, k0, tf.reshape(motion, [images, frames, k, 2]))
+
+    return batched, (image, action)
+
+
+def bench_predict() -> None:
+    """Image → video: the serving computations on random weights."""
+    from kp_tf.models.networks import Stage1Networks, build_motion_models
+    from kp_tf.serving import VideoPredictor
+
+    calls = FLAGS.calls or 5
+    cfg = _step_config("batch_size", vgg_weights="none")
+    precision = loop.resolve_precision(FLAGS.precision or "float32")
+    with loop.dtype_policy(precision):
+        nets = Stage1Networks(cfg)
+        generator, _ = build_motion_models(cfg)
+    predictor = VideoPredictor(cfg, nets.detector, nets.image_encoder, nets.translator,
+                               generator)
+    s, n, t = cfg.image_size, FLAGS.images, FLAGS.video_frames
+    print(f"bench predict: preset {FLAGS.preset}, {n} image(s) of {s}x{s} → {t} frames, K "
+          f"{cfg.num_keypoints}, {precision}, {os.cpu_count()} CPUs, TF {tf.__version__}")
+    fn, fn_args = _video_function(predictor, n)
+    _report([(f"image → {t}-frame video, {n} image(s)", fn, fn_args)], calls,
+            {"bench": "predict", "preset": FLAGS.preset, "images": n, "frames": t,
+             "precision": precision})
 
 
 # --- convert -------------------------------------------------------------------------------
@@ -443,8 +529,11 @@ _COMMON_FLAGS = ("preset", "batch_size")
 # Each benchmark and the flags it takes besides the common ones.
 COMMANDS: dict[str, tuple[Callable[[], None], tuple[str, ...]]] = {
     "data": (bench_data, ("data_dir", "split", "pseudo_label_dir", "clips", "seconds")),
-    "stage1": (bench_stage1, ("calls", "set", "vgg_weights", "precision")),
-    "stage2": (bench_stage2, ("calls", "set")),
+    "stage1": (bench_stage1, ("calls", "set", "vgg_weights", "precision", "warmup",
+                              "step_only", "json")),
+    "stage2": (bench_stage2, ("calls", "set", "precision", "warmup", "step_only", "json")),
+    "predict": (bench_predict, ("calls", "set", "precision", "video_frames", "images",
+                                "warmup", "json")),
     "convert": (bench_convert, ("clips", "frames")),
 }
 

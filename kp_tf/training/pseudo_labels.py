@@ -47,13 +47,16 @@ def detect_clips(detect, clips, frames_per_batch: int = 256):
         yield from flush()
 
 
-def is_current(out_dir: str, checkpoint: str) -> bool:
+def is_current(out_dir: str, checkpoint: str, precision: str = "float32") -> bool:
+    """Whether `out_dir` holds the labels of `checkpoint`'s detector in `precision` (labels
+    written before the precision was recorded were float32)."""
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
         return False
     with open(path) as f:
         manifest = json.load(f)
     return (manifest.get("detector_checkpoint") == checkpoint
+            and manifest.get("precision", "float32") == precision
             and manifest.get("detector_fingerprint") == run_folder.checkpoint_fingerprint(checkpoint))
 
 
@@ -75,7 +78,8 @@ def make_pseudo_labels(detector, cfg, data_dir: str, out_dir: str, checkpoint: s
     summary = {"detector_checkpoint": checkpoint,
                "detector_fingerprint": run_folder.checkpoint_fingerprint(checkpoint),
                "num_keypoints": cfg.num_keypoints,
-               "image_size": cfg.image_size, "splits": {}}
+               "image_size": cfg.image_size, "precision": detector.dtype_policy.name,
+               "splits": {}}
     start = time.perf_counter()
     # One compiled inference function: 1.6x faster than eager calls (measured at 64×64).
     detect = tf.function(lambda x: detector(x, training=False), reduce_retracing=True)
