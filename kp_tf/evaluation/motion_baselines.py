@@ -1,4 +1,4 @@
-"""What motion a deterministic predictor could reach on a run's pseudo-labels (issue 4's matrix).
+"""What motion a deterministic predictor could reach on a run's pseudo-labels (the class-consistency matrix).
 
 The class matrix of `evaluate --metrics=classes` asks whether keypoint motion generated for
 action a is nearer the real motion of class a than of any other class. Before blaming the
