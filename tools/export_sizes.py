@@ -62,34 +62,51 @@ def export_preset(name: str, out: str):
     return cfg, sum(int(np.prod(w.shape)) for w in inference)
 
 
-def zeros_feed(signature, cfg) -> dict:
-    """Zeros for every input of a SignatureDef, unknown dimensions set to 1 (frames to L)."""
+def zeros_inputs(signature, cfg) -> dict:
+    """Zeros for every input of a SignatureDef, unknown dimensions set to 2 (the fewest frames
+    a driving video may have), `frames` to L."""
     import tensorflow as tf
 
-    feed = {}
+    inputs = {}
     for key, info in signature.inputs.items():
-        shape = [d.size if d.size >= 0 else 1 for d in info.tensor_shape.dim]
+        shape = [d.size if d.size >= 0 else 2 for d in info.tensor_shape.dim]
         value = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
         if key == "frames":
             value = np.array(cfg.sequence_length, value.dtype)
-        feed[info.name] = value
-    return feed
+        inputs[key] = value
+    return inputs
 
 
-def check_in_session(model_dir: str, cfg) -> None:
-    """Runs every signature of the export once, loaded from its MetaGraph in graph mode; raises
-    on failure."""
-    import tensorflow as tf
+def check_in_graph_mode(model_dir: str, cfg) -> None:
+    """Runs every signature of the export once with `saved_model_cli run`, which loads the
+    MetaGraph in graph mode as TensorFlow Serving does; raises on failure."""
+    import subprocess
 
-    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], model_dir)
-        for key, signature in meta.signature_def.items():
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(model_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    signatures = saved.meta_graphs[0].signature_def
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, signature in signatures.items():
             if key.startswith("__"):
                 continue
-            outputs = sess.run({k: v.name for k, v in signature.outputs.items()},
-                               zeros_feed(signature, cfg))
-            if not all(np.all(np.isfinite(v)) for v in outputs.values()):
-                raise RuntimeError(f"{model_dir}: {key} returned non-finite values")
+            paths = []
+            for name, value in zeros_inputs(signature, cfg).items():
+                np.save(os.path.join(tmp, f"{key}-{name}.npy"), value)
+                paths.append(f"{name}={os.path.join(tmp, f'{key}-{name}.npy')}")
+            out = os.path.join(tmp, key)
+            run = subprocess.run(
+                ["saved_model_cli", "run", "--dir", model_dir, "--tag_set", "serve",
+                 "--signature_def", key, "--inputs", ";".join(paths), "--outdir", out],
+                capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"{model_dir}: saved_model_cli run {key} failed:\n"
+                                   f"{run.stderr[-2000:]}")
+            for name in os.listdir(out):
+                if not np.all(np.isfinite(np.load(os.path.join(out, name)))):
+                    raise RuntimeError(f"{model_dir}: {key} returned non-finite {name}")
 
 
 def tflite_rows(name: str) -> list[str]:
@@ -149,7 +166,7 @@ def main(argv) -> int:
                    f"| {folder_bytes(os.path.join(out, 'variables')) / MB:.1f} "
                    f"| {os.path.getsize(os.path.join(out, 'saved_model.pb')) / MB:.1f} |")
             if FLAGS.check:
-                check_in_session(out, cfg)
+                check_in_graph_mode(out, cfg)
                 row += " ok |"
             print(row + f"  <!-- {time.perf_counter() - start:.0f} s -->", flush=True)
     return 0
