@@ -118,7 +118,8 @@ def test_train_killed_in_each_later_stage_resumes(tiny_run, converted, tmp_path)
 
     out = rerun(command)
     info = run_folder.read_export_info(str(logdir / "export"))
-    assert info == run_folder.newest_checkpoints_info(run.cfg.replace(data_dir=str(data_dir)))
+    assert info == dict(run_folder.newest_checkpoints_info(run.cfg.replace(data_dir=str(data_dir))),
+                        precision="float32")
     assert run_folder.checkpoint_step(info["stage2_checkpoint"]) == 12
     assert run_folder.read_export_info(str(samples)) == info and "Sample videos" in out
     # The killed export's temporary folder was never taken for the export, and the next
