@@ -122,7 +122,10 @@ class VideoPredictor:
 
     def _check_actions(self, action):
         """`action`, or an InvalidArgument error unless every action is a class index of the
-        model (0 alone for a model without classes, which ignores it)."""
+        model (0 alone for a model without classes, which ignores it). None stays None: the
+        TFLite motion generator of a model without classes has no action input."""
+        if action is None:
+            return None
         count = max(self._cfg.num_actions, 1)
         message = f"action must be in 0..{count - 1} (the model's {count} action(s))"
         return self._checked(action, [tf.debugging.assert_non_negative(action, message=message),
