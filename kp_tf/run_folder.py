@@ -15,12 +15,15 @@ a CRC of every saved tensor), because a stage retrained from scratch reuses the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 from typing import Optional
 
@@ -154,6 +157,51 @@ def export_steps(model_dir: str) -> dict:
         out[f"{stage}_checkpoint"] = info.get(f"{stage}_checkpoint")
         out[stage] = checkpoint_step(info.get(f"{stage}_checkpoint"))
     return out
+
+
+# --- folders written whole ---------------------------------------------------------------
+
+def _remove_abandoned(parent: str, kind: str) -> None:
+    """Deletes the temporary `kind` folders of commands killed on this host (their process is
+    gone): never read, each would otherwise stay beside its output, an export's size."""
+    pattern = re.compile(rf"\.{re.escape(kind)}-{re.escape(socket.gethostname())}-(\d+)-\w+")
+    for name in os.listdir(parent):
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # alive: a command in progress
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            continue  # alive, another user's
+
+
+@contextlib.contextmanager
+def written_whole(out: str, kind: str):
+    """Yields a temporary folder beside `out` (`.KIND-HOST-PID-…`) to write into; `out` is
+    replaced by it only when the block ends without an error, so a reader never finds half a
+    folder. An error or a kill leaves `out` as it was; the next call on this host removes what
+    a killed one left."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    _remove_abandoned(parent, kind)
+    tmp = tempfile.mkdtemp(prefix=f".{kind}-{socket.gethostname()}-{os.getpid()}-", dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def write_action_names(folder: str, names) -> None:
+    """`folder`/actions.txt: the action names, one a line (the exports' assets)."""
+    with open(os.path.join(folder, "actions.txt"), "w") as f:
+        f.write("\n".join(names) + ("\n" if names else ""))
 
 
 # --- the run's lock ---------------------------------------------------------------------------

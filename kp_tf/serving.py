@@ -39,10 +39,6 @@ import functools
 import inspect
 import json
 import os
-import re
-import shutil
-import socket
-import tempfile
 
 import tensorflow as tf
 
@@ -330,23 +326,6 @@ def action_names(cfg) -> list[str]:
     return names
 
 
-def _remove_abandoned_exports(parent: str) -> None:
-    """Deletes the temporary folders of exports killed on this host (their process is gone):
-    never read, each would otherwise stay beside the export, a SavedModel's size."""
-    pattern = re.compile(rf"\.export-{re.escape(socket.gethostname())}-(\d+)-\w+")
-    for name in os.listdir(parent):
-        match = pattern.fullmatch(name)
-        if match is None:
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-            continue  # alive: an export in progress
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-        except PermissionError:
-            continue  # alive, another user's
-
-
 def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
     """Writes the SavedModel of `models` (detector, image_encoder, translator,
     motion_generator) to `out`, replacing it only once the new export is complete.
@@ -355,25 +334,14 @@ def write_export(cfg, models, names, out: str, info: dict | None = None) -> str:
     and, when `info` is given, export_info.json (the checkpoints that made it).
     """
     predictor = VideoPredictor(cfg, *models)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    _remove_abandoned_exports(parent)
-    tmp = tempfile.mkdtemp(prefix=f".export-{socket.gethostname()}-{os.getpid()}-", dir=parent)
-    try:
+    with run_folder.written_whole(out, "export") as tmp:
         predictor.archive(names).write_out(tmp, verbose=False)
         assets = os.path.join(tmp, "assets.extra")
         os.makedirs(assets, exist_ok=True)
-        with open(os.path.join(assets, "actions.txt"), "w") as f:
-            f.write("\n".join(names) + ("\n" if names else ""))
+        run_folder.write_action_names(assets, names)
         run_folder.write_config(cfg, assets)
         if info is not None:
             run_folder.write_export_info(tmp, info)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return out
 
 

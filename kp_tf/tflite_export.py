@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -311,10 +310,7 @@ def write_tflite(cfg, models, names, out: str, images: np.ndarray, info: dict | 
     measured = measure(predictor, blobs, images)
     report = {"bounds": BOUNDS, "units": UNITS, "measured_on": images_from or
               f"{len(images)} images", "files": {}}
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tflite-", dir=parent)
-    try:
+    with run_folder.written_whole(out, "tflite") as tmp:
         for (stem, q), content in blobs.items():
             entry = dict(measured[stem][q], file=file_name(stem, q),
                          signatures=list(FILES[stem]), ops=op_names(content))
@@ -323,19 +319,12 @@ def write_tflite(cfg, models, names, out: str, images: np.ndarray, info: dict | 
                 with open(os.path.join(tmp, entry["file"]), "wb") as f:
                     f.write(content)
             report["files"].setdefault(stem, {})[q] = entry
-        with open(os.path.join(tmp, "actions.txt"), "w") as f:
-            f.write("\n".join(names) + ("\n" if names else ""))
+        run_folder.write_action_names(tmp, names)
         run_folder.write_config(cfg, tmp)
         with open(os.path.join(tmp, REPORT), "w") as f:
             json.dump(report, f, indent=2)
         if info is not None:
             run_folder.write_export_info(tmp, info)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return report
 
 
