@@ -346,3 +346,114 @@ class NearestKeypointPrior(keras.layers.Layer):
         config = super().get_config()
         config.update({"size": self.size, "sigma": self.sigma})
         return config
+
+
+def _lstm_recurrence(zx, h0, c0, recurrent_kernel):
+    """The recurrent half of an LSTM (Keras' gate order i, f, c, o; sigmoid gates, tanh), from
+    the input projections `zx` [T, B, 4H] (time-major, bias included) and the initial state.
+    Returns every step's h and c, [T, B, H] each.
+
+    Written out with its gradient because TensorFlow's automatic one, through a while loop,
+    adds each step's [H, 4H] recurrent-kernel gradient to an accumulator: at batch 16 that is
+    an outer product of inner size 16 and a full [H, 4H] read and write per step, memory-bound.
+    Here the backward loop keeps each step's pre-activation gradient, and the kernel's gradient
+    is one matmul over all steps (as oneDNN's and cuDNN's LSTMs do)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def recur(zx, h0, c0, u):
+        steps = tf.shape(zx)[0]
+
+        def forward(t, h, c, hs, cs, gates):
+            i, f, g, o = tf.split(zx[t] + tf.matmul(h, u), 4, axis=-1)
+            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+            c = f * c + i * g
+            h = o * tf.tanh(c)
+            return (t + 1, h, c, hs.write(t, h), cs.write(t, c),
+                    gates.write(t, tf.concat([i, f, g, o], axis=-1)))
+
+        # static element shapes, so that the outputs keep a static batch size (a caller's
+        # own loop, such as the export's roll-out, needs its loop variables' shapes fixed)
+        arrays = [tf.TensorArray(zx.dtype, size=steps, element_shape=shape)
+                  for shape in (h0.shape, c0.shape, zx.shape[1:])]
+        _, _, _, hs, cs, gates = tf.while_loop(
+            lambda t, *_: t < steps, forward, [tf.constant(0), h0, c0] + arrays)
+        hs, cs, gates = hs.stack(), cs.stack(), gates.stack()
+        for stacked in (hs, cs, gates):  # the number of steps too, where it is static
+            stacked.set_shape(zx.shape[:1].concatenate(stacked.shape[1:]))
+
+        def backward(d_hs, d_cs):
+            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+            d_cs = tf.zeros_like(cs) if d_cs is None else d_cs
+            c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
+            # transposed once: MatMul(transpose_b=True) in the loop would transpose every step
+            u_t = tf.transpose(u)
+
+            def step(t, dh, dc, d_zs):
+                i, f, g, o = tf.split(gates[t], 4, axis=-1)
+                dh = dh + d_hs[t]
+                tanh_c = tf.tanh(cs[t])
+                dc = dc + d_cs[t] + dh * o * (1.0 - tanh_c * tanh_c)
+                dz = tf.concat([dc * g * i * (1.0 - i), dc * c_prev[t] * f * (1.0 - f),
+                                dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], axis=-1)
+                return (t - 1, tf.matmul(dz, u_t), dc * f,
+                        d_zs.write(t, dz))
+
+            _, dh0, dc0, d_zs = tf.while_loop(
+                lambda t, *_: t >= 0, step,
+                [steps - 1, tf.zeros_like(h0), tf.zeros_like(c0),
+                 tf.TensorArray(zx.dtype, size=steps, element_shape=zx.shape[1:])])
+            d_zs = d_zs.stack()
+            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+            units = tf.shape(h0)[-1]
+            du = tf.matmul(tf.reshape(h_prev, [-1, units]),
+                           tf.reshape(d_zs, [-1, 4 * units]), transpose_a=True)
+            return d_zs, dh0, dc0, du
+
+        return (hs, cs), backward
+
+    return recur(zx, h0, c0, recurrent_kernel)
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class FastLSTM(keras.layers.LSTM):
+    """`keras.layers.LSTM` (same arguments, weights and results) with a faster path on
+    TensorFlow without cuDNN, used by the motion generator and the sequence discriminator
+    (paper §3.2, eq. (5): their LSTM stacks).
+
+    Keras' generic path multiplies every step's input by the kernel inside the loop and lets
+    TensorFlow differentiate the loop. Here the input projection of all steps is one matmul
+    before the loop, and the recurrence has its gradient written out (`_lstm_recurrence`), so
+    both weight gradients are one matmul each over all steps. Other cases (masks, dropout,
+    other activations, `go_backwards`, `unroll`, other backends, cuDNN) take Keras' path.
+
+    Input: sequences [B, T, D]. Output: [B, T, units] with `return_sequences`, else
+    [B, units]; the states with `return_state`, as `keras.layers.LSTM`.
+    """
+
+    def _fast_path(self, mask, training) -> bool:
+        cell = self.cell
+        return (keras.backend.backend() == "tensorflow" and mask is None
+                and not (training and cell.dropout) and not cell.recurrent_dropout
+                and not self.go_backwards and not self.unroll and cell.use_bias
+                and cell.activation is keras.activations.tanh
+                and cell.recurrent_activation is keras.activations.sigmoid
+                and not self._uses_cudnn())
+
+    @staticmethod
+    def _uses_cudnn() -> bool:
+        import tensorflow as tf
+        return bool(tf.config.list_logical_devices("GPU"))
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self._fast_path(mask, training):
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        dtype = self.compute_dtype
+        kernel = ops.cast(self.cell.kernel, dtype)
+        recurrent_kernel = ops.cast(self.cell.recurrent_kernel, dtype)
+        bias = ops.cast(self.cell.bias, dtype)
+        zx = ops.matmul(ops.transpose(sequences, (1, 0, 2)), kernel) + bias
+        hs, cs = _lstm_recurrence(zx, initial_state[0], initial_state[1], recurrent_kernel)
+        last_h, last_c = hs[-1], cs[-1]
+        outputs = ops.transpose(hs, (1, 0, 2)) if self.return_sequences else last_h[:, None]
+        return last_h, outputs, [last_h, last_c]

@@ -13,7 +13,7 @@ import pytest
 
 from kp_tf import config
 from kp_tf.evaluation.i3d import InceptionI3D, Unit3D
-from kp_tf.layers import (CandidateWarps, DenseFlow, FrameDifference, GaussianMaps,
+from kp_tf.layers import (CandidateWarps, DenseFlow, FastLSTM, FrameDifference, GaussianMaps,
                           KeypointExpectation, NearestKeypointPrior, SparseMotion, ResizeFlow,
                           Warp)
 from kp_tf.losses import PerceptualLoss
@@ -163,6 +163,14 @@ def _action(num_actions):
     return np.eye(num_actions, dtype=np.float32)[RNG.integers(0, num_actions, B)]
 
 
+def test_fast_lstm():
+    # kernel [6, 32], recurrent kernel [8, 32], bias [32]: 4 · 8 · (6 + 8 + 1) = 480.
+    run_layer_test(FastLSTM, {"units": 8, "return_sequences": True, "unit_forget_bias": False,
+                              "name": "lstm"},
+                   uniform(B, L, 6), (B, L, 8), expected_num_trainable_weights=3,
+                   expected_num_params=480)
+
+
 def test_sequence_discriminator():
     # 2 LSTMs (kernel, recurrent kernel, bias each) and the logit Dense.
     run_layer_test(SequenceDiscriminator, dict(LSTM, name="sequence_discriminator"),
@@ -243,7 +251,7 @@ def test_inception_i3d():
 
 
 # --- every layer of kp_tf is above, and registered.
-COVERED = {KeypointExpectation, GaussianMaps, FrameDifference, SparseMotion, CandidateWarps, DenseFlow,
+COVERED = {KeypointExpectation, GaussianMaps, FrameDifference, FastLSTM, SparseMotion, CandidateWarps, DenseFlow,
            ResizeFlow, Warp, NearestKeypointPrior, KeypointDetector, ImageEncoder,
            ImageTranslator, WarpTranslator, ImageDiscriminator, SequenceDiscriminator,
            MotionEncoder, MotionDecoder, MotionGenerator, PerceptualLoss, Unit3D, InceptionI3D}

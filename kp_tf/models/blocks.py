@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kp_tf.layers import FastLSTM
+
 
 def conv_bn_relu(x, filters, kernel, stride, name, momentum):
     x = layers.Conv2D(filters, kernel, stride, padding="same", name=f"{name}")(x)
@@ -50,7 +52,7 @@ def lstm_stack(units: int, layers: int, last_returns_sequence: bool, prefix: str
     [input + units, 4·units] kernel from Glorot-uniform; the architecture is the same.
     """
     return [
-        keras.layers.LSTM(
+        FastLSTM(
             units,
             unit_forget_bias=True,
             return_sequences=last_returns_sequence or i < layers - 1,
