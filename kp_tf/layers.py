@@ -457,3 +457,54 @@ class FastLSTM(keras.layers.LSTM):
         last_h, last_c = hs[-1], cs[-1]
         outputs = ops.transpose(hs, (1, 0, 2)) if self.return_sequences else last_h[:, None]
         return last_h, outputs, [last_h, last_c]
+
+
+@keras.saving.register_keras_serializable(package="kp_tf")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` (same arguments, weights and results) that runs
+    TensorFlow's fused kernel where it can: the conv units of stage 1 (reference §2.1–2.5).
+
+    Keras 3 normalises with separate ops (with `synchronized`, the moments as sums of x, of
+    x² and of a tensor of ones, then the normalisation, each in float32 with casts around it
+    under a mixed policy): about a third of a stage-1 step's op time at the paper's size went
+    to them. `FusedBatchNormV3` does the same in one kernel each way (oneDNN's on x86), in
+    float32 inside for bfloat16 input as Keras. Its batch variance carries Bessel's correction;
+    the moving variance is updated with the biased one, as Keras does. With `synchronized` and
+    several replicas (the moments of the global batch), with a mask, `renorm`, input other than
+    4-D channels-last, or on another backend, Keras' own path runs.
+
+    Input: [B, H, W, C]. Output: the same shape, in the layer's compute dtype.
+    """
+
+    def _fused(self, inputs, mask) -> bool:
+        if keras.backend.backend() != "tensorflow" or mask is not None or self.renorm:
+            return False
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.scale and self.center):
+            return False
+        if self.synchronized:
+            import tensorflow as tf
+            return tf.distribute.get_strategy().num_replicas_in_sync == 1
+        return True
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = ops.cast(inputs, self.compute_dtype)
+        gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
+        if training and self.trainable:
+            out = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
+                epsilon=self.epsilon, is_training=True)
+            n = ops.cast(ops.prod(ops.shape(x)[:-1]), "float32")
+            biased_variance = out.batch_variance * (n - 1.0) / n
+            self.moving_mean.assign(self.moving_mean * self.momentum
+                                    + out.batch_mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum
+                                        + biased_variance * (1.0 - self.momentum))
+            return out.y
+        return tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=gamma, offset=beta, mean=ops.cast(self.moving_mean, "float32"),
+            variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+            is_training=False).y

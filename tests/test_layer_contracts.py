@@ -13,7 +13,8 @@ import pytest
 
 from kp_tf import config
 from kp_tf.evaluation.i3d import InceptionI3D, Unit3D
-from kp_tf.layers import (CandidateWarps, DenseFlow, FastLSTM, FrameDifference, GaussianMaps,
+from kp_tf.layers import (CandidateWarps, DenseFlow, FastLSTM, FrameDifference,
+                          FusedBatchNorm, GaussianMaps,
                           KeypointExpectation, NearestKeypointPrior, SparseMotion, ResizeFlow,
                           Warp)
 from kp_tf.losses import PerceptualLoss
@@ -171,6 +172,15 @@ def test_fast_lstm():
                    expected_num_params=480)
 
 
+def test_fused_batch_norm():
+    # gamma, beta trainable; the moving mean and variance not: 4 × 6 parameters.
+    run_layer_test(FusedBatchNorm, {"momentum": 0.9, "epsilon": 1e-4, "synchronized": True,
+                                    "name": "bn"},
+                   uniform(B, F, F, 6), (B, F, F, 6), expected_num_trainable_weights=2,
+                   expected_num_non_trainable_weights=2, expected_num_params=24,
+                   call_kwargs={"training": False})
+
+
 def test_sequence_discriminator():
     # 2 LSTMs (kernel, recurrent kernel, bias each) and the logit Dense.
     run_layer_test(SequenceDiscriminator, dict(LSTM, name="sequence_discriminator"),
@@ -251,7 +261,7 @@ def test_inception_i3d():
 
 
 # --- every layer of kp_tf is above, and registered.
-COVERED = {KeypointExpectation, GaussianMaps, FrameDifference, FastLSTM, SparseMotion, CandidateWarps, DenseFlow,
+COVERED = {KeypointExpectation, GaussianMaps, FrameDifference, FastLSTM, FusedBatchNorm, SparseMotion, CandidateWarps, DenseFlow,
            ResizeFlow, Warp, NearestKeypointPrior, KeypointDetector, ImageEncoder,
            ImageTranslator, WarpTranslator, ImageDiscriminator, SequenceDiscriminator,
            MotionEncoder, MotionDecoder, MotionGenerator, PerceptualLoss, Unit3D, InceptionI3D}

@@ -10,15 +10,14 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from kp_tf.layers import FastLSTM
+from kp_tf.layers import FastLSTM, FusedBatchNorm
 
 
 def conv_bn_relu(x, filters, kernel, stride, name, momentum):
     x = layers.Conv2D(filters, kernel, stride, padding="same", name=f"{name}")(x)
     # synchronized=True: under MirroredStrategy the batch statistics are those of the global
     # batch, so N replicas compute the same update as one device on the same batch.
-    x = layers.BatchNormalization(momentum=momentum, epsilon=1e-5, synchronized=True,
-                                  name=f"{name}_bn")(x)
+    x = FusedBatchNorm(momentum=momentum, epsilon=1e-5, synchronized=True, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

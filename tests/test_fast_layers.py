@@ -1,9 +1,11 @@
-"""FastLSTM computes what keras.layers.LSTM does, forward and backward, on every path.
+"""FastLSTM and FusedBatchNorm compute what keras.layers.LSTM and BatchNormalization do,
+forward and backward, on every path.
 
-Its TensorFlow path (the input projection of all steps before the loop, the recurrence's
-gradient written out) is what the motion generator and the sequence discriminator train with;
-`tools/bench.py stage2` measures its speed. Here: the same outputs and the same gradients as
-Keras' own LSTM with the same weights, and Keras' path where the fast one does not apply.
+Their TensorFlow paths (FastLSTM: the input projection of all steps before the loop, the
+recurrence's gradient written out; FusedBatchNorm: TensorFlow's fused kernel) are what stage 2
+and stage 1 train with; `tools/bench.py stage1|stage2` measures their speed. Here: the same
+outputs, gradients and moving statistics as Keras' own layers with the same weights, and
+Keras' path where the fast one does not apply.
 """
 
 import keras
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kp_tf.layers import FastLSTM
+from kp_tf.layers import FastLSTM, FusedBatchNorm
 
 T, B, D, H = 7, 3, 5, 6
 
@@ -112,3 +114,63 @@ def test_static_shapes_are_those_of_keras_lstm():
 
     trace(tf.zeros((1, T, D)))
     assert shapes["fast"] == shapes["keras"] == (1, T, H)
+
+
+# --- FusedBatchNorm
+
+def _bn_pair(shape=(None, 5, 6, 4), **kwargs):
+    """keras.layers.BatchNormalization and FusedBatchNorm with the same (non-default) weights."""
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, **kwargs)
+    fused = FusedBatchNorm(momentum=0.9, epsilon=1e-5, **kwargs)
+    rng = np.random.default_rng(6)
+    weights = [rng.normal(1.0, 0.3, 4), rng.normal(0, 0.3, 4), rng.normal(0, 0.5, 4),
+               rng.uniform(0.5, 2.0, 4)]  # gamma, beta, moving mean, moving variance
+    for layer in (reference, fused):
+        layer.build(shape)
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    return reference, fused
+
+
+@pytest.mark.parametrize("synchronized", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_equals_keras(synchronized, training):
+    reference, fused = _bn_pair(synchronized=synchronized)
+    assert fused._fused(tf.zeros((2, 5, 6, 4)), None)
+    x = tf.constant(np.random.default_rng(7).normal(1.0, 2.0, (3, 5, 6, 4)), tf.float32)
+    results = []
+    for layer in (reference, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.sin(3.0 * y))
+        results.append((y, tape.gradient(loss, [x] + layer.trainable_variables),
+                        layer.get_weights()))
+    (y_ref, g_ref, w_ref), (y_fused, g_fused, w_fused) = results
+    np.testing.assert_allclose(y_fused, y_ref, atol=2e-6)
+    for want, got in zip(g_ref, g_fused):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    # The moving statistics move (training) or stay (inference) alike: the biased variance.
+    for want, got in zip(w_ref, w_fused):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    moved = not np.allclose(w_ref[3], _bn_pair()[0].get_weights()[3])
+    assert moved == training
+
+
+def test_batch_norm_in_bfloat16_and_keras_path_elsewhere():
+    _, fused32 = _bn_pair()
+    x = tf.constant(np.random.default_rng(8).normal(0, 1, (3, 5, 6, 4)), tf.float32)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        _, fused16 = _bn_pair()
+        y16 = fused16(x, training=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert y16.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y16, tf.float32), fused32(x, training=True), atol=0.03)
+    # masks, other ranks and renorm take Keras' path
+    assert not fused32._fused(tf.zeros((2, 6, 4)), None)
+    assert not fused32._fused(x, tf.ones((3, 5, 6), tf.bool))
+    reference, fused = _bn_pair(shape=(None, 6, 4))
+    x3 = tf.constant(np.random.default_rng(9).normal(0, 1, (3, 6, 4)), tf.float32)
+    np.testing.assert_allclose(fused(x3, training=True), reference(x3, training=True),
+                               atol=2e-6)
