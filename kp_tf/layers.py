@@ -479,6 +479,8 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     def _fused(self, inputs, mask) -> bool:
         if keras.backend.backend() != "tensorflow" or mask is not None or self.renorm:
             return False
+        if self.compute_dtype not in ("float32", "bfloat16", "float16"):  # the kernel's types
+            return False
         if len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.scale and self.center):
             return False
         if self.synchronized:

@@ -334,9 +334,10 @@ def test_non_finite_loss_stops_without_saving(tmp_path):
                  image_summary_every=100, verbose=False)
     message = str(error.value)
     good_ckpt = os.path.join(ckpts, "ckpt-1")
-    # G's and D's losses are NaN; which auxiliary terms are depends on the kernels (oneDNN's
-    # ReLU can map NaN to 0 inside the untrained VGG), but every term named is non-finite.
-    assert "g_loss=nan" in message and "d_loss=nan" in message
+    # D's loss is NaN (it sees the NaN target); which other terms are depends on the kernels
+    # (oneDNN's ReLU can map NaN to 0 inside the untrained VGG, its fused BatchNorm can leave
+    # G's loss finite), but every term named is non-finite.
+    assert "d_loss=nan" in message
     named = message[message.index("(") + 1:message.index(")")].split(", ")
     assert all(term.endswith("=nan") or term.endswith("=inf") for term in named), named
     assert "at step 2" in message

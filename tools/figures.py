@@ -33,6 +33,8 @@ flags.DEFINE_integer("every", 2, "Show every n-th frame.")
 flags.DEFINE_integer("seed", 0, "The motion sampler's seed (overview).")
 flags.DEFINE_integer("scale", 2, "Integer enlargement of every image.")
 flags.DEFINE_string("out", None, "The PNG to write.")
+flags.DEFINE_integer("colors", 0, "Write a palette PNG of this many colours (2–256): a file a "
+                     "fifth the size, for a docs/ page; 0: full colour.")
 flags.mark_flags_as_required(["data_dir", "out"])
 
 
@@ -94,6 +96,9 @@ def rendering(exports, labels, actions) -> np.ndarray:
 def main(argv):
     from kp_tf.evaluation import test_clips  # TensorFlow after cli.run has quietened its logs
 
+    if FLAGS.colors and not 2 <= FLAGS.colors <= 256:
+        raise cli.UserError(f"--colors={FLAGS.colors}: a palette has 2 to 256 colours")
+
     if argv[1:] == ["overview"]:
         if not FLAGS.model:
             raise cli.UserError("overview needs --model=EXPORT")
@@ -108,8 +113,16 @@ def main(argv):
     else:
         raise cli.UserError("say which figure: overview or rendering")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    if not cv2.imwrite(FLAGS.out, cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                       [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+    if FLAGS.colors:
+        from PIL import Image
+        palette = Image.fromarray(image).quantize(FLAGS.colors, method=Image.Quantize.FASTOCTREE,
+                                                  dither=Image.Dither.NONE)
+        try:
+            palette.save(FLAGS.out, optimize=True)
+        except OSError as e:
+            raise cli.UserError(f"{FLAGS.out}: could not write the PNG ({e})") from None
+    elif not cv2.imwrite(FLAGS.out, cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                         [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise cli.UserError(f"{FLAGS.out}: could not write the PNG")
     print(f"wrote {FLAGS.out} ({image.shape[1]}×{image.shape[0]}, "
           f"{os.path.getsize(FLAGS.out) / 1e3:.0f} kB)")
