@@ -466,12 +466,13 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 normalises with separate ops (with `synchronized`, the moments as sums of x, of
     x² and of a tensor of ones, then the normalisation, each in float32 with casts around it
-    under a mixed policy): about a third of a stage-1 step's op time at the paper's size went
-    to them. `FusedBatchNormV3` does the same in one kernel each way (oneDNN's on x86), in
+    under a mixed policy): most of the third of a stage-1 step's op time at the paper's size
+    that is not convolution went to them. `FusedBatchNormV3` does the same in one kernel each way (oneDNN's on x86), in
     float32 inside for bfloat16 input as Keras. Its batch variance carries Bessel's correction;
     the moving variance is updated with the biased one, as Keras does. With `synchronized` and
     several replicas (the moments of the global batch), with a mask, `renorm`, input other than
-    4-D channels-last, or on another backend, Keras' own path runs.
+    4-D channels-last, a dtype the kernel lacks (float64), or on another backend, Keras' own
+    path runs.
 
     Input: [B, H, W, C]. Output: the same shape, in the layer's compute dtype.
     """
