@@ -500,7 +500,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             out = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
                 epsilon=self.epsilon, is_training=True)
-            n = ops.cast(ops.prod(ops.shape(x)[:-1]), "float32")
+            n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)  # any dim may be dynamic
             biased_variance = out.batch_variance * (n - 1.0) / n
             self.moving_mean.assign(self.moving_mean * self.momentum
                                     + out.batch_mean * (1.0 - self.momentum))
