@@ -21,7 +21,13 @@ A second kind, `motion_only`, sees only each frame minus the first (x_t − x_0)
 video is all zeros to it, so it cannot name an action from one frame's pose or background, and
 its accuracy on generated videos measures their motion alone. On Weizmann the plain classifier
 names 7 of the 8 test clips from a still frame, so the static baseline sits at its ceiling and
-only the motion-only classifier can tell a moving prediction from a still one.
+only the motion-only classifier can tell a moving prediction from a still one. It has one class
+more than the data, STILL_CLASS, learnt from windows that repeat their first frame, half of
+them exactly and half under a little per-frame noise (one window in A + 1): without it a still
+video had to be named some action, and on Weizmann every still video was "bend", so the static
+baseline scored 100 % on the bend and no generated bend could beat it. A video whose motion is
+too faint to tell apart from a still one is now called still, which counts as wrong for every
+action.
 
 The trained model is stored with the data, `<data_dir>/action_classifier/classifier_T{T}_S{S}.keras`
 (`..._motion.keras` for the motion-only kind) plus a `.json` with its settings, training time and its accuracy on real test clips (the
@@ -44,6 +50,8 @@ from kp_tf.progress import plural
 
 CLASSIFIER_DIR = "action_classifier"
 DEFAULT_FRAMES = 16
+STILL_CLASS = "still"  # the motion-only classifier's extra class (module docstring)
+STILL_NOISE = 0.02  # std of the per-frame noise on its training windows, [-1, 1] units
 _STREAM = 3  # seed stream, unrelated to stage 1 (1) and stage 2 (2)
 
 
@@ -62,6 +70,7 @@ class ClassifierSettings:
     flip: bool = True
     dropout: float = 0.3
     motion_only: bool = False
+    still_class: bool = False  # an extra class for still windows (the motion-only kind has it)
 
 
 # --- the network -------------------------------------------------------------------------
@@ -161,15 +170,31 @@ def training_dataset(data_dir: str, settings: ClassifierSettings, split: str = "
     base = tf.constant([settings.seed, _STREAM], tf.int64)
     fold_in = tf.random.experimental.stateless_fold_in
 
+    num_classes = len(tfrecords.load_manifest(data_dir).get("class_names") or [])
+
     def load(i, serialized):
         clip = tfrecords.parse_clip(serialized)
-        window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(fold_in(base, i), 2))
+        window_seed, flip_seed, still_seed, noise_seed = tf.unstack(
+            tf.random.experimental.stateless_split(fold_in(base, i), 4))
         video = _decode(tf.gather(clip["frames_png"], window_indices(clip["num_frames"], t, window_seed)),
                         size)
         if settings.flip:
             flip = tf.random.stateless_uniform([], flip_seed) < 0.5
             video = tf.cond(flip, lambda: tf.reverse(video, axis=[2]), lambda: video)
-        return tf.ensure_shape(video, [t, size, size, 3]), clip["label"]
+        label = tf.cast(clip["label"], tf.int64)
+        if settings.still_class:
+            still = tf.random.stateless_uniform([], still_seed) < 1.0 / (num_classes + 1)
+            # half of them exactly still (the static baseline), half flickering with noise of
+            # a std up to STILL_NOISE: a net that had seen only noise told zeros apart from it
+            noise_seed, scale_seed = tf.unstack(
+                tf.random.experimental.stateless_split(noise_seed, 2))
+            scale = STILL_NOISE * tf.maximum(
+                0.0, 2.0 * tf.random.stateless_uniform([], scale_seed) - 1.0)
+            frozen = tf.repeat(video[:1], t, axis=0) + scale * tf.random.stateless_normal(
+                [t, size, size, 3], noise_seed)
+            video = tf.where(still, frozen, video)
+            label = tf.where(still, tf.constant(num_classes, tf.int64), label)
+        return tf.ensure_shape(video, [t, size, size, 3]), label
 
     records = tf.data.TFRecordDataset(tfrecords.shard_paths(data_dir, split)).cache()
     ds = records.repeat().shuffle(512, seed=settings.seed, reshuffle_each_iteration=True)
@@ -294,6 +319,8 @@ def train_classifier(data_dir: str, settings: ClassifierSettings,
         raise ValueError(f"{data_dir}: the action classifier needs a dataset with classes "
                          f"(manifest lists {names})")
     keras.utils.set_random_seed(settings.seed)
+    if settings.still_class:
+        names = names + [STILL_CLASS]
     model = build_classifier(len(names), settings.frames, settings.image_size, settings.width,
                              settings.dropout, settings.seed, settings.motion_only)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.steps,
@@ -317,7 +344,9 @@ def train_classifier(data_dir: str, settings: ClassifierSettings,
         clf = ActionClassifier(model, {"settings": dataclasses.asdict(settings), "class_names": names})
         tests[label] = clf.accuracy(videos, labels)
     kind = "motion-only (x_t − x_0) " if settings.motion_only else ""
-    info = {"what": f"(2+1)-D conv {kind}action classifier on real clips (kp_tf.evaluation.action)",
+    still = f" with a '{STILL_CLASS}' class" if settings.still_class else ""
+    info = {"what": f"(2+1)-D conv {kind}action classifier{still} on real clips "
+                    "(kp_tf.evaluation.action)",
             "settings": dataclasses.asdict(settings), "class_names": names,
             "num_parameters": int(model.count_params()), "steps": steps_done,
             "stopped_by_time_budget": bool(budget.stopped_early),
@@ -379,7 +408,8 @@ def load_or_train(data_dir: str, frames: int = DEFAULT_FRAMES, image_size: Optio
       directory: where it is kept; default `<data_dir>/action_classifier`.
       retrain: ignore a stored one.
       **settings: other `ClassifierSettings` fields (budget, width, seed) for a new one;
-        `motion_only` also selects which stored one is used.
+        `motion_only` also selects which stored one is used, and brings `still_class` with it
+        unless that is given.
     """
     from kp_tf.data import tfrecords
 
@@ -387,14 +417,20 @@ def load_or_train(data_dir: str, frames: int = DEFAULT_FRAMES, image_size: Optio
     image_size = int(image_size or tfrecords.load_manifest(data_dir)["resolution"])
     directory = directory or os.path.join(data_dir, CLASSIFIER_DIR)
     motion_only = bool(settings.get("motion_only", False))
+    settings = {"still_class": motion_only, **settings}
     if not retrain:
         stored = load(directory, frames, image_size, motion_only)
         if stored is not None:
-            if stored.info.get("data") == _fingerprint(data_dir):
+            stored_still = bool(stored.info.get("settings", {}).get("still_class", False))
+            if stored.info.get("data") != _fingerprint(data_dir):
+                log("action classifier: the stored one was trained on other data; retraining")
+            elif stored_still != bool(settings["still_class"]):
+                log(f"action classifier: the stored one {'has' if stored_still else 'lacks'} "
+                    f"the '{STILL_CLASS}' class; retraining")
+            else:
                 path = classifier_paths(directory, frames, image_size, motion_only)[0]
                 log(f"action classifier: reusing {path}")
                 return stored
-            log("action classifier: the stored one was trained on other data; retraining")
     classifier = train_classifier(data_dir, ClassifierSettings(frames=frames, image_size=image_size,
                                                                **settings), log)
     try:

@@ -74,8 +74,8 @@ def _notes(r) -> list[str]:
     if "classifier_motion" in r:
         c = r["classifier_motion"]
         notes.append(f"Action accuracy (motion): the same network reading x_t − x_0 only "
-                     f"({c.get('steps')} steps, {c.get('train_seconds')} s): a still video is "
-                     f"all zeros to it, so the static baseline gets one class for every clip.")
+                     f"({c.get('steps')} steps, {c.get('train_seconds')} s), with a class "
+                     f"'still' for videos without motion (which counts as wrong).")
     if "recon" in sets.get("oracle", {}):
         rec = sets["oracle"]["recon"]
         notes.append("L1 / PSNR / SSIM: every generated frame vs the real frame at the same step "
