@@ -310,9 +310,9 @@ class ResizeFlow(keras.layers.Layer):
 class NearestKeypointPrior(keras.layers.Layer):
     """Log-prior of the dense motion's masks: each pixel moves with the target keypoints near it.
 
-    logit_k(z) = −‖z − t_k‖² / (2σ²) for keypoint k, and −2 (i.e. a keypoint 2σ away) for the
-    background (candidate 0, the identity), so a pixel further than about 2σ from every target
-    keypoint stays where it is. Added to the mask network's logits (whose kernel starts at
+    logit_k(z) = −‖z − t_k‖² / (2σ²) for keypoint k, and `background_logit` (−2: a keypoint 2σ
+    away) for the background (candidate 0, the identity), so a pixel further than about 2σ from
+    every target keypoint stays where it is. Added to the mask network's logits (whose kernel starts at
     zero), it makes the first flows follow the keypoints; the network learns the corrections.
     Without it the flow of a freshly initialised network is the mean of all candidates, and in
     a run of a few thousand steps the network settled on the identity everywhere.
@@ -320,23 +320,23 @@ class NearestKeypointPrior(keras.layers.Layer):
     Args:
       size: the masks' resolution (square).
       sigma: σ in normalized units (2 = the width).
+      background_logit: the identity's logit (−4: a keypoint about 2.8σ away still moves it).
 
     Input: target keypoints [B, K, 2]. Output: logits [B, size, size, K + 1].
     """
 
-    BACKGROUND_LOGIT = -2.0
-
-    def __init__(self, size: int, sigma: float, **kwargs):
+    def __init__(self, size: int, sigma: float, background_logit: float = -2.0, **kwargs):
         super().__init__(**kwargs)
         self.size = int(size)
         self.sigma = float(sigma)
+        self.background_logit = float(background_logit)
 
     def call(self, keypoints):
         grid = _grid(self.size, keypoints.dtype)
         d_x = ops.square(grid[None, :, None] - keypoints[:, None, :, 0])  # [B, W, K]
         d_y = ops.square(grid[None, :, None] - keypoints[:, None, :, 1])  # [B, H, K]
         logits = -(d_y[:, :, None, :] + d_x[:, None, :, :]) / (2.0 * self.sigma ** 2)
-        background = ops.full_like(logits[..., :1], self.BACKGROUND_LOGIT)
+        background = ops.full_like(logits[..., :1], self.background_logit)
         return ops.concatenate([background, logits], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -344,7 +344,8 @@ class NearestKeypointPrior(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"size": self.size, "sigma": self.sigma})
+        config.update({"size": self.size, "sigma": self.sigma,
+                       "background_logit": self.background_logit})
         return config
 
 
