@@ -23,7 +23,7 @@ GROUPS = ("data", "stage-1 networks", "stage-2 networks", "losses", "training", 
 # Settings that no preset uses and no measurement has supported yet (docs/experiments.md says
 # what was tried): kept for trials, listed apart by `--help`.
 EXPERIMENTAL = frozenset({"plain_pair_detector", "detector_downsample", "warp_blend",
-                          "kl_free_bits", "xla"})
+                          "warp_full_flow", "warp_decoder_maps", "kl_free_bits", "xla"})
 
 
 def _f(default, group: str, help_text: str):
@@ -89,6 +89,8 @@ class Config:
     warp_filters: int = _stage1(32, "Width of the warp translator's dense-motion network.")
     warp_motion_scale: int = _stage1(4, "The warp translator's dense motion runs at S / this (1, 2 or 4).")
     warp_prior_sigma: float = _stage1(0.1, "σ of the warp translator's nearest-keypoint mask prior (0: none).")
+    warp_full_flow: bool = _stage1(False, "Warp translator: mix the candidate motions at S, not at the dense motion's size.")
+    warp_decoder_maps: bool = _stage1(True, "Warp translator: the decoder also reads both keypoints' Gaussian maps.")
     warp_blend: str = _stage1("mask", "Warp translator's last blend: 'mask' or 'occlusion'.")
     discriminator_filters: int = _stage1(64, "Width of the image discriminator's first conv.")
     discriminator_layers: int = _stage1(6, "Stride-2 convs in the image discriminator.")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kp_tf.layers import (CandidateWarps, DenseFlow, NearestKeypointPrior, SparseMotion,
+from kp_tf.layers import (CandidateWarps, DenseFlow, SparseMotion,
                           ResizeFlow, antialias_matrix, bilinear_sample)
 from kp_tf.models import networks
 from kp_tf.models.translator import WarpTranslator
@@ -154,7 +154,7 @@ def test_a_fresh_warp_translator_moves_pixels_with_their_nearest_keypoint(tiny_c
     flow = np.asarray(translator([x, RNG.uniform(-1, 1, (1, fs, fs, 4)).astype(np.float32),
                                   ref_kp, tgt_kp])["flow"])[0]
     # On a target keypoint: its own candidate against the background's prior logit of −2.
-    share = 1.0 / (1.0 + np.exp(NearestKeypointPrior.BACKGROUND_LOGIT))
+    share = 1.0 / (1.0 + np.exp(translator.get_layer("motion_prior").background_logit))
     for k, (row, col) in enumerate([(3, 2), (5, 5)]):
         np.testing.assert_allclose(flow[row, col], tgt_kp[0, k] + share * (ref_kp[0, k] - tgt_kp[0, k]),
                                    atol=1e-4)
@@ -185,3 +185,51 @@ def test_a_finer_dense_motion_moves_the_reference_as_the_coarse_one(tiny_config,
     tgt_kp = ref_kp + np.float32(2 * 3 / (s - 1))  # 3 px right and down
     out = np.asarray(fine([reference, features, ref_kp, tgt_kp])["output"])[0]
     np.testing.assert_allclose(out[3:, 3:], reference[0, :-3, :-3], atol=1e-4)
+
+
+def test_full_flow_mixes_the_motions_at_full_resolution(tiny_config):
+    """full_flow: same weights, the flow at S; two keypoints 8 px apart move their own pixels
+    (at S/4 they share a cell or two and blur into one motion)."""
+    cfg = tiny_config
+    s = cfg.image_size
+    coarse = WarpTranslator(2, s, 4, 8, cfg.gaussian_inv_std, motion_filters=4, prior_sigma=0.05)
+    fine = WarpTranslator(2, s, 4, 8, cfg.gaussian_inv_std, motion_filters=4, prior_sigma=0.05,
+                          full_flow=True)
+    assert fine.count_params() == coarse.count_params()
+    fine.set_weights(coarse.get_weights())
+    assert WarpTranslator.from_config(fine.get_config()).full_flow
+    step = 2.0 / (s - 1)
+    ref_kp = np.array([[[-8 * step, 0.0], [8 * step, 0.0]]], np.float32)
+    tgt_kp = ref_kp + np.array([[[0.0, -3 * step], [0.0, 3 * step]]], np.float32)  # up / down
+    inputs = [RNG.uniform(-1, 1, (1, s, s, 3)).astype(np.float32),
+              RNG.uniform(-1, 1, (1, s // 4, s // 4, 4)).astype(np.float32), ref_kp, tgt_kp]
+    flow = np.asarray(fine(inputs)["flow"])[0]
+    assert flow.shape == (s, s, 2)
+    assert np.asarray(coarse(inputs)["flow"]).shape == (1, s // 4, s // 4, 2)
+    coarse_flow = np.asarray(ResizeFlow(s)(coarse(inputs)["flow"]))[0]
+    for k, sign in ((0, 1), (1, -1)):
+        col, row = np.round((tgt_kp[0, k] + 1) / step).astype(int)
+        # Next to its target keypoint a pixel samples 3 px below / above it (2 px after the
+        # background's share and half a pixel off the keypoint): its own keypoint's motion.
+        # At S/4 a σ of 0.8 px falls between the cells and the pixel hardly moves.
+        dy = (flow[row, col, 1] - tgt_kp[0, k, 1]) / step
+        coarse_dy = (coarse_flow[row, col, 1] - tgt_kp[0, k, 1]) / step
+        assert sign * dy > 1.5 and abs(coarse_dy) < 0.5, (k, dy, coarse_dy)
+
+
+def test_without_decoder_maps_the_keypoints_reach_the_decoder_only_as_motion(tiny_config):
+    cfg = tiny_config
+    s, k = cfg.image_size, cfg.num_keypoints
+    with_maps = WarpTranslator(k, s, 4, 8, cfg.gaussian_inv_std, motion_filters=4)
+    without = WarpTranslator(k, s, 4, 8, cfg.gaussian_inv_std, motion_filters=4,
+                             decoder_maps=False)
+    # the first decoder conv (3×3, 8 filters) loses the 2K map channels
+    assert with_maps.count_params() - without.count_params() == 3 * 3 * 2 * k * 8
+    assert not WarpTranslator.from_config(without.get_config()).decoder_maps
+    reference = RNG.uniform(-1, 1, (1, s, s, 3)).astype(np.float32)
+    features = RNG.uniform(-1, 1, (1, s // 4, s // 4, 4)).astype(np.float32)
+    ref_kp = RNG.uniform(-0.5, 0.5, (1, k, 2)).astype(np.float32)
+    # No motion: the keypoints' positions do not change what the decoder sees.
+    a = np.asarray(without([reference, features, ref_kp, ref_kp])["generated"])
+    b = np.asarray(without([reference, features, ref_kp + 0.2, ref_kp + 0.2])["generated"])
+    np.testing.assert_allclose(a, b, atol=1e-5)

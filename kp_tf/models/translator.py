@@ -166,7 +166,8 @@ class WarpTranslator(keras.Model):
 
     def __init__(self, num_keypoints=40, image_size=128, feature_channels=128, filters=256,
                  gaussian_inv_std=14.3, batchnorm_momentum=0.999, mask_bias_init=0.0,
-                 motion_filters=64, blend="mask", prior_sigma=0.1, motion_scale=4, **kwargs):
+                 motion_filters=64, blend="mask", prior_sigma=0.1, motion_scale=4,
+                 full_flow=False, decoder_maps=True, **kwargs):
         if blend not in WARP_BLENDS:
             raise ValueError(f"WarpTranslator: blend must be one of {WARP_BLENDS}, got {blend!r}")
         if motion_scale not in (1, 2, 4):
@@ -203,27 +204,39 @@ class WarpTranslator(keras.Model):
         masks = layers.Conv2D(num_keypoints + 1, 3, padding="same", dtype=head,
                               kernel_initializer="zeros" if prior_sigma > 0 else "glorot_uniform",
                               name="motion_masks")(x)
-        if prior_sigma > 0:
-            prior = NearestKeypointPrior(ms, prior_sigma, dtype=head, name="motion_prior")(tgt_kp)
-            masks = layers.Add(dtype=head, name="motion_logits")([masks, prior])
-        masks = layers.Softmax(dtype=head, name="motion_softmax")(masks)
         occlusion = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
                                   name="occlusion")(x)
+        # full_flow: the masks' logits are brought to S before the prior and the softmax, so a
+        # limb a few pixels wide gets its own motion instead of its cell's average.
+        fls = image_size if full_flow else ms
+        if full_flow and ms != image_size:
+            masks = layers.UpSampling2D(image_size // ms, interpolation="bilinear", dtype=head,
+                                        name="motion_masks_full")(masks)
+            candidates = SparseMotion(image_size, dtype=head, name="sparse_motion_full")(
+                ref_kp, tgt_kp)
+        if prior_sigma > 0:
+            prior = NearestKeypointPrior(fls, prior_sigma, dtype=head, name="motion_prior")(tgt_kp)
+            masks = layers.Add(dtype=head, name="motion_logits")([masks, prior])
+        masks = layers.Softmax(dtype=head, name="motion_softmax")(masks)
         flow = DenseFlow(dtype=head, name="dense_flow")(masks, candidates)
 
         feature_flow, feature_occlusion = flow, occlusion
-        if ms != fs:
+        if fls != fs:
             feature_flow = ResizeFlow(fs, dtype=head, name="feature_flow")(flow)
+        if ms != fs:
             feature_occlusion = layers.AveragePooling2D(ms // fs, dtype=head,
                                                         name="feature_occlusion")(occlusion)
         warped = Warp(dtype=head, name="warp_features")(features, feature_flow)
         warped = layers.Multiply(dtype=head, name="occlude_features")([warped,
                                                                       feature_occlusion])
-        x = layers.Concatenate(name="condition")([warped, ref_maps, tgt_maps])
+        # Without the keypoint maps (decoder_maps=False, FOMM's generator) the decoder cannot read
+        # the keypoints as a code: what they say reaches it only through the motion they make.
+        x = (layers.Concatenate(name="condition")([warped, ref_maps, tgt_maps]) if decoder_maps
+             else warped)
         generated, mask = _decode(x, filters, m, head, mask_bias_init)
-        full_flow = (ResizeFlow(image_size, dtype=head, name="full_flow")(flow)
-                     if motion_scale > 1 else flow)
-        copied = Warp(dtype=head, name="warp_reference")(reference, full_flow)
+        flow_s = (ResizeFlow(image_size, dtype=head, name="full_flow")(flow)
+                  if fls != image_size else flow)
+        copied = Warp(dtype=head, name="warp_reference")(reference, flow_s)
         if blend == "occlusion":
             mask = (layers.UpSampling2D(motion_scale, interpolation="bilinear", dtype=head,
                                         name="occlusion_full")(occlusion)
@@ -244,6 +257,8 @@ class WarpTranslator(keras.Model):
         self.blend = blend
         self.prior_sigma = prior_sigma
         self.motion_scale = motion_scale
+        self.full_flow = full_flow
+        self.decoder_maps = decoder_maps
 
     def get_config(self):
         return {"name": self.name, "num_keypoints": self.num_keypoints,
@@ -252,7 +267,8 @@ class WarpTranslator(keras.Model):
                 "batchnorm_momentum": self.batchnorm_momentum,
                 "mask_bias_init": self.mask_bias_init, "motion_filters": self.motion_filters,
                 "blend": self.blend, "prior_sigma": self.prior_sigma,
-                "motion_scale": self.motion_scale}
+                "motion_scale": self.motion_scale, "full_flow": self.full_flow,
+                "decoder_maps": self.decoder_maps}
 
 
 def build_translator(cfg):
@@ -267,6 +283,8 @@ def build_translator(cfg):
     if cfg.translator == "warp":
         return WarpTranslator(motion_filters=cfg.warp_filters, blend=cfg.warp_blend,
                               prior_sigma=cfg.warp_prior_sigma,
-                              motion_scale=cfg.warp_motion_scale, **common)
+                              motion_scale=cfg.warp_motion_scale,
+                              full_flow=cfg.warp_full_flow,
+                              decoder_maps=cfg.warp_decoder_maps, **common)
     raise ValueError(f"unknown translator {cfg.translator!r}: use one of {TRANSLATORS}")
 
