@@ -39,6 +39,36 @@ def _decode(x, filters, momentum, head, mask_bias_init):
     return generated, mask
 
 
+def _motion_network(x, filters, momentum, num_keypoints, prior_sigma, head):
+    """The warp translator's dense-motion hourglass (two stride-2 levels, skips) → the logits of
+    the K + 1 candidate masks and the occlusion map o (sigmoid), at the input's resolution."""
+    m = momentum
+    x0 = conv_bn_relu(x, filters, 3, 1, "motion_0", m)
+    x1 = conv_bn_relu(x0, 2 * filters, 3, 2, "motion_1", m)
+    x2 = conv_bn_relu(x1, 4 * filters, 3, 2, "motion_2", m)
+    x = layers.Concatenate(name="motion_skip_1")([upsample(x2, "motion_2_up"), x1])
+    x = conv_bn_relu(x, 2 * filters, 3, 1, "motion_3", m)
+    x = layers.Concatenate(name="motion_skip_0")([upsample(x, "motion_3_up"), x0])
+    x = conv_bn_relu(x, filters, 3, 1, "motion_4", m)
+    # With the prior, the logits start at zero so that the first flows are the prior's.
+    masks = layers.Conv2D(num_keypoints + 1, 3, padding="same", dtype=head,
+                          kernel_initializer="zeros" if prior_sigma > 0 else "glorot_uniform",
+                          name="motion_masks")(x)
+    occlusion = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
+                              name="occlusion")(x)
+    return masks, occlusion
+
+
+def _mix_motions(logits, candidates, target_keypoints, size, prior_sigma, head):
+    """softmax(logits + nearest-keypoint prior) over the candidates → the dense flow."""
+    if prior_sigma > 0:
+        prior = NearestKeypointPrior(size, prior_sigma, dtype=head,
+                                     name="motion_prior")(target_keypoints)
+        logits = layers.Add(dtype=head, name="motion_logits")([logits, prior])
+    masks = layers.Softmax(dtype=head, name="motion_softmax")(logits)
+    return DenseFlow(dtype=head, name="dense_flow")(masks, candidates)
+
+
 def _blend(copied, mask, generated, head):
     """m ⊙ copied + (1 − m) ⊙ generated (eq. (3)): m = 1 copies the pixel."""
     return layers.Lambda(lambda t: t[0] * t[1] + t[2] * (1.0 - t[1]), dtype=head,
@@ -193,19 +223,8 @@ class WarpTranslator(keras.Model):
         moved = CandidateWarps(dtype=head, name="candidate_warps")(small, candidates)
         heat = layers.Subtract(dtype=head, name="heatmap_difference")(
             [motion_maps(tgt_kp), motion_maps(ref_kp)])
-        x0 = conv_bn_relu(layers.Concatenate(name="motion_input")([heat, moved]),
-                          motion_filters, 3, 1, "motion_0", m)
-        x1 = conv_bn_relu(x0, 2 * motion_filters, 3, 2, "motion_1", m)
-        x2 = conv_bn_relu(x1, 4 * motion_filters, 3, 2, "motion_2", m)
-        x = layers.Concatenate(name="motion_skip_1")([upsample(x2, "motion_2_up"), x1])
-        x = conv_bn_relu(x, 2 * motion_filters, 3, 1, "motion_3", m)
-        x = layers.Concatenate(name="motion_skip_0")([upsample(x, "motion_3_up"), x0])
-        x = conv_bn_relu(x, motion_filters, 3, 1, "motion_4", m)
-        masks = layers.Conv2D(num_keypoints + 1, 3, padding="same", dtype=head,
-                              kernel_initializer="zeros" if prior_sigma > 0 else "glorot_uniform",
-                              name="motion_masks")(x)
-        occlusion = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype=head,
-                                  name="occlusion")(x)
+        masks, occlusion = _motion_network(layers.Concatenate(name="motion_input")([heat, moved]),
+                                           motion_filters, m, num_keypoints, prior_sigma, head)
         # full_flow: the masks' logits are brought to S before the prior and the softmax, so a
         # limb a few pixels wide gets its own motion instead of its cell's average.
         fls = image_size if full_flow else ms
@@ -214,11 +233,7 @@ class WarpTranslator(keras.Model):
                                         name="motion_masks_full")(masks)
             candidates = SparseMotion(image_size, dtype=head, name="sparse_motion_full")(
                 ref_kp, tgt_kp)
-        if prior_sigma > 0:
-            prior = NearestKeypointPrior(fls, prior_sigma, dtype=head, name="motion_prior")(tgt_kp)
-            masks = layers.Add(dtype=head, name="motion_logits")([masks, prior])
-        masks = layers.Softmax(dtype=head, name="motion_softmax")(masks)
-        flow = DenseFlow(dtype=head, name="dense_flow")(masks, candidates)
+        flow = _mix_motions(masks, candidates, tgt_kp, fls, prior_sigma, head)
 
         feature_flow, feature_occlusion = flow, occlusion
         if fls != fs:
