@@ -20,7 +20,6 @@ warp back: the detector has not put keypoints where the parts move.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
@@ -63,9 +62,10 @@ def clips_with_joints(data_dir: str, split: str, max_clips: int):
     from kp_tf import conventions
     from kp_tf.data import tfrecords
 
-    shards = sorted(glob.glob(os.path.join(data_dir, f"{split}-*.tfrecord")))
-    if not shards:
-        raise cli.UserError(f"{data_dir}: no {split}-*.tfrecord shards")
+    try:
+        shards = tfrecords.shard_paths(data_dir, split)
+    except (FileNotFoundError, ValueError) as e:
+        raise cli.UserError(str(e)) from None
     for i, record in enumerate(tf.data.TFRecordDataset(shards)):
         if i >= max_clips:
             break
