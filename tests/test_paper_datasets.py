@@ -7,7 +7,8 @@ The fake copies are made here, in the layouts of kp_tf.data.sources: GIFs for mg
 nemo, frames/ + labels/*.mat + split files for penn. Each run overrides only what makes it
 short (one step per stage, batches of one, a few clips of a few frames, random VGG weights),
 so the networks are the paper's. Each run still costs about a minute of CPU time (penn more:
-its 9 actions make 18 sample videos) and writes a gigabyte of checkpoints, removed at the end.
+its 9 actions make 18 sample videos) and writes a gigabyte of checkpoints, removed at the end,
+so nemo (mgif's networks with another K) stops after its conversion.
 """
 
 import json
@@ -102,7 +103,23 @@ def test_a_src_one_level_too_high_is_named_and_the_right_one_offered(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["Penn_Action"]  # nothing written
 
 
-@pytest.mark.parametrize("dataset", list(PRESETS))
+def test_train_with_src_converts_nemo_videos(tmp_path):
+    """nemo's networks differ from mgif's only in K (both without actions): its conversion
+    through the command is what a run of its own would add."""
+    src, data = tmp_path / "download", tmp_path / "data"
+    make_fake_copy("nemo", src)
+    proc = train_command("--dataset=nemo", f"--src={src}", f"--data_dir={data}",
+                         f"--logdir={tmp_path / 'run'}", "--stage=data")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"Converting nemo from {src}" in proc.stdout
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert (manifest["dataset"], manifest["resolution"]) == ("nemo", RESOLUTION)
+    assert [manifest["splits"][s]["clips"] for s in ("train", "test")] == [2, 1]
+    assert manifest["splits"]["train"]["frames"] == 2 * FRAMES and not manifest["skipped"]
+    assert not list((tmp_path / "run").glob("*"))  # only the data stage ran
+
+
+@pytest.mark.parametrize("dataset", ["mgif", "penn"])  # without actions and with them
 def test_train_with_src_converts_and_runs_to_an_export(dataset, tmp_path):
     src, data, run = tmp_path / "download", tmp_path / "data", tmp_path / "run"
     make_fake_copy(dataset, src)
