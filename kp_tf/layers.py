@@ -349,6 +349,27 @@ class NearestKeypointPrior(keras.layers.Layer):
         return config
 
 
+def prior_warp(reference, reference_keypoints, target_keypoints, sigma: float,
+               background_logit: float = -2.0):
+    """The reference moved by the network-free nearest-keypoint motion (no trainable weights).
+
+    The warp translator's motion without its mask network: the K + 1 candidates of
+    `SparseMotion`, mixed by the softmax of `NearestKeypointPrior` at the images' own
+    resolution, then a bilinear warp. Differentiable in the keypoints (through the shifts and
+    the masks), so a loss on its output tells each keypoint to follow what moves near it.
+
+    Args:
+      reference: [B, S, S, C]; reference_keypoints, target_keypoints: [B, K, 2] in [-1, 1].
+      sigma, background_logit: as `NearestKeypointPrior`.
+    Returns: [B, S, S, C].
+    """
+    size = reference.shape[1]
+    prior = NearestKeypointPrior(size, sigma, background_logit=background_logit)
+    masks = ops.softmax(prior(target_keypoints), axis=-1)
+    flow = DenseFlow()(masks, SparseMotion(size)(reference_keypoints, target_keypoints))
+    return bilinear_sample(reference, flow)
+
+
 def _lstm_recurrence(zx, h0, c0, recurrent_kernel):
     """The recurrent half of an LSTM (Keras' gate order i, f, c, o; sigmoid gates, tanh), from
     the input projections `zx` [T, B, 4H] (time-major, bias included) and the initial state.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kp_tf import layers
+
 
 def _bce_with_logits(logits, target: float):
     # floatx: a mixed-precision discriminator's logits are bfloat16
@@ -61,6 +63,36 @@ def keypoint_separation(keypoints, sigma: float):
     # the diagonal (i = j) contributes exactly 1 per keypoint
     per_image = (ops.sum(closeness, axis=(1, 2)) - ops.cast(k, closeness.dtype)) / pairs
     return ops.mean(per_image)
+
+
+def keypoint_motion(reference, target, reference_keypoints, target_keypoints, sigma: float,
+                    background_logit: float = -4.0, scales=(1, 2, 4)):
+    """Motion loss of the keypoints (not in the paper; the self-supervision of Monkey-Net and
+    FOMM without their networks): mean |T − warp(R)| over an image pyramid, where warp moves
+    the reference R by the nearest-keypoint motion of the detected keypoints
+    (`layers.prior_warp`) and T is the target.
+
+    The perceptual loss only asks the keypoints to carry enough for the translator; this term
+    pays a keypoint for sitting where a translation of its neighbourhood explains the change
+    from R to T, so keypoints move onto the parts that move and follow them. Its
+    gradient reaches the keypoints through edges only; the coarser levels (average-pooled by
+    `scales`) widen them.
+
+    Args:
+      reference, target: [B, S, S, C]; reference_keypoints, target_keypoints: [B, K, 2] in
+      [-1, 1]. sigma, background_logit: of the nearest-keypoint prior.
+    Returns: scalar, the mean of the per-level mean absolute errors.
+    """
+    errors = []
+    for factor in scales:
+        r, t = reference, target
+        if factor > 1:
+            r = ops.average_pool(r, factor, factor, padding="valid")
+            t = ops.average_pool(t, factor, factor, padding="valid")
+        moved = layers.prior_warp(r, reference_keypoints, target_keypoints, sigma,
+                                  background_logit)
+        errors.append(ops.mean(ops.abs(moved - t)))
+    return ops.mean(ops.stack(errors))
 
 
 def kl_divergence(mu, log_var, free_bits: float = 0.0):

@@ -173,6 +173,32 @@ def test_keypoint_separation_loss():
     assert grad[0, 0, 0] > 0 > grad[0, 1, 0]  # descent moves k_0 left and k_1 right
 
 
+
+def test_keypoint_motion_loss_pays_a_keypoint_for_following_what_moves():
+    from kp_tf import losses
+
+    s = 32
+    step = 2.0 / (s - 1)
+    reference = -np.ones((1, s, s, 3), np.float32)
+    reference[0, 10:18, 6:14] = 1.0
+    target = -np.ones((1, s, s, 3), np.float32)
+    target[0, 10:18, 12:20] = 1.0  # the square, 6 px to the right
+    start = np.array([[[9.5 * step - 1.0, 13.5 * step - 1.0]]], np.float32)  # its centre
+    values, grads = [], []
+    for dx in (0, 3, 6):
+        moved = tf.Variable(start + np.array([[[dx * step, 0.0]]], np.float32))
+        with tf.GradientTape() as tape:
+            loss = losses.keypoint_motion(reference, target, start, moved, sigma=0.15)
+        values.append(float(loss))
+        grads.append(tape.gradient(loss, moved).numpy()[0, 0, 0])
+    # A keypoint that stays is the identity warp: the loss is the copy's error at full size
+    # and its pooled levels (the square is aligned with them, so the same mean).
+    assert values[0] == pytest.approx(float(np.abs(reference - target).mean()), rel=1e-5)
+    assert values[0] > values[1] > values[2]
+    assert values[2] < 0.6 * values[0]
+    assert grads[0] < 0 and grads[1] < 0  # descent moves the target keypoint to the right
+
+
 def test_perceptual_loss_is_the_joint_vgg_distance_with_no_target_gradient():
     """Two VGG passes give the value and prediction gradient of one pass over [prediction;
     target] (eq. (4)), and no gradient reaches the target."""

@@ -176,11 +176,11 @@ def test_mixed_bfloat16_stage1_restores_into_float32_detector(data_dir, tmp_path
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=2, vgg_weights="none", lambda_equivariance=2.0,
-                             precision="mixed_bfloat16")
+                             lambda_keypoint_motion=10.0, precision="mixed_bfloat16")
     stages.run(cfg, "keypoints", tf.distribute.get_strategy())
     assert keras.config.dtype_policy().name == "float32"
     scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
-    for tag in (*LOSSES, "equivariance"):
+    for tag in (*LOSSES, "equivariance", "keypoint_motion"):
         assert all(math.isfinite(v) for _, v in scalars[tag]), (tag, scalars[tag])
 
     checkpoint = run_folder.latest_checkpoint(run_folder.paths(cfg)["keypoints"])
@@ -225,19 +225,22 @@ def test_import_turns_on_onednn_unless_the_user_set_it():
         assert out.strip().splitlines()[-1] == expected
 
 
-def test_separation_loss_joins_the_generator_loss(data_dir, tmp_path):
+def test_separation_and_keypoint_motion_losses_join_the_generator_loss(data_dir, tmp_path):
     from kp_tf import run_folder, stages
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=1, vgg_weights="none", lambda_separation=3.0,
-                             separation_sigma=0.2)
+                             separation_sigma=0.2, lambda_keypoint_motion=50.0)
     stages.run(cfg, "keypoints", tf.distribute.get_strategy())
     scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
     values = {k: v[0][1] for k, v in scalars.items()}
     # Untrained keypoints start near each other (spread ~0.02 ≪ σ): the term is close to 1.
     assert 0.5 < values["separation"] <= 1.0
+    # A mean absolute error of [-1, 1] images where the figures move: above 0, well below 2.
+    assert 0.0 < values["keypoint_motion"] < 0.5
     assert values["g_loss"] == pytest.approx(
-        values["perceptual"] + values["g_adversarial"] + 3.0 * values["separation"], rel=1e-5)
+        values["perceptual"] + values["g_adversarial"] + 3.0 * values["separation"]
+        + 50.0 * values["keypoint_motion"], rel=1e-5)
 
 
 # --- 2. the paper's 128×128 presets -------------------------------------------------------

@@ -1,32 +1,13 @@
-"""tools/warp_ceiling.py: the network-free nearest-keypoint warp, driven by the true joints
-and by a run's keypoints, scored where things move."""
+"""tools/warp_ceiling.py: the network-free nearest-keypoint warp (kp_tf.layers.prior_warp,
+tested in test_warp_translator), driven by the true joints and by a run's keypoints, scored
+where things move."""
 
 import os
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-
 from _tiny_run import tiny_run  # noqa: F401  (the shared trained run, a fixture)
 from conftest import REPO, command_env
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import warp_ceiling  # noqa: E402
-
-
-def test_prior_warp_moves_a_square_with_its_keypoint():
-    s = 32
-    step = 2.0 / (s - 1)
-    reference = -np.ones((1, s, s, 3), np.float32)
-    reference[0, 10:14, 10:14] = 1.0
-    centre = (11.5 * step - 1.0)
-    ref_kp = np.array([[[centre, centre], [0.8, -0.8]]], np.float32)
-    tgt_kp = ref_kp + np.array([[[6 * step, 0.0], [0.0, 0.0]]], np.float32)  # 6 px right
-    # A wide prior and an identity logit far below: the square's pixels follow keypoint 0.
-    out = warp_ceiling.prior_warp(reference, ref_kp, tgt_kp, sigma=0.15, background_logit=-20)
-    assert out[0, 10:14, 16:20].min() > 0.9  # the square, moved
-    assert out[0, 0, 0].max() < -0.99  # far corners keep the background
 
 
 def test_the_joints_warp_beats_copying_and_the_run_rows(tiny_run, tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kp_tf.layers import (CandidateWarps, DenseFlow, SparseMotion,
+from kp_tf.layers import (CandidateWarps, DenseFlow, SparseMotion, prior_warp,
                           ResizeFlow, antialias_matrix, bilinear_sample)
 from kp_tf.models import networks
 from kp_tf.models.translator import WarpTranslator
@@ -51,6 +51,20 @@ def test_sparse_motion_candidates_carry_each_reference_keypoint_onto_its_target(
     for k in range(2):
         np.testing.assert_allclose(candidates[0, :, :, k + 1], _grid(5) + ref[0, k] - tgt[0, k],
                                    atol=1e-6)
+
+
+def test_prior_warp_moves_a_square_with_its_keypoint():
+    s = 32
+    step = 2.0 / (s - 1)
+    reference = -np.ones((1, s, s, 3), np.float32)
+    reference[0, 10:14, 10:14] = 1.0
+    centre = (11.5 * step - 1.0)
+    ref_kp = np.array([[[centre, centre], [0.8, -0.8]]], np.float32)
+    tgt_kp = ref_kp + np.array([[[6 * step, 0.0], [0.0, 0.0]]], np.float32)  # 6 px right
+    # A wide prior and an identity logit far below: the square's pixels follow keypoint 0.
+    out = np.asarray(prior_warp(reference, ref_kp, tgt_kp, sigma=0.15, background_logit=-20))
+    assert out[0, 10:14, 16:20].min() > 0.9  # the square, moved
+    assert out[0, 0, 0].max() < -0.99  # far corners keep the background
 
 
 def test_candidate_warps_and_dense_flow():

@@ -41,20 +41,6 @@ flags.DEFINE_string("out", None, "Also write the rows as JSON here.")
 flags.mark_flag_as_required("data_dir")
 
 
-def prior_warp(reference, reference_keypoints, target_keypoints, sigma: float,
-               background_logit: float):
-    """references [N, S, S, 3] warped by the network-free nearest-keypoint motion → [N, S, S, 3]."""
-    import keras
-
-    from kp_tf.layers import DenseFlow, NearestKeypointPrior, SparseMotion, bilinear_sample
-
-    size = reference.shape[1]
-    prior = NearestKeypointPrior(size, sigma, background_logit=background_logit)
-    masks = keras.ops.softmax(prior(target_keypoints), axis=-1)
-    flow = DenseFlow()(masks, SparseMotion(size)(reference_keypoints, target_keypoints))
-    return np.asarray(bilinear_sample(reference, flow))
-
-
 def clips_with_joints(data_dir: str, split: str, max_clips: int):
     """Yields (clip_id, frames [T, S, S, 3] in [-1, 1], joints [T, J, 2] in [-1, 1])."""
     import tensorflow as tf
@@ -84,6 +70,7 @@ def measure(data_dir, split="test", stride=4, max_clips=60, sigmas=(0.05, 0.1),
     """{row name: mean moving-region L1} over the clips' (reference, target) pairs."""
     from kp_tf import conventions
     from kp_tf.evaluation import metrics
+    from kp_tf.layers import prior_warp
 
     errors, pairs = {}, 0
     for _, frames, joints in clips_with_joints(data_dir, split, max_clips):
@@ -111,7 +98,7 @@ def measure(data_dir, split="test", stride=4, max_clips=60, sigmas=(0.05, 0.1),
             for sigma in sigmas:
                 for background in background_logits:
                     add(f"warp by {name}, σ {sigma:g}, background {background:g}",
-                        prior_warp(reference, ref_kp, tgt_kp, sigma, background))
+                        np.asarray(prior_warp(reference, ref_kp, tgt_kp, sigma, background)))
         pairs += len(idx)
     if not pairs:
         raise cli.UserError(f"{data_dir}: no clip of the {split} split has a frame past "

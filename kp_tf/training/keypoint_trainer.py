@@ -1,7 +1,7 @@
 """Stage 1: keypoint detector + translator trained against the image discriminator (paper §3.1).
 
-G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating) [+ equivariance and separation
-losses, off in the paper presets]; D loss = BCE(real, 1) +
+G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating) [+ equivariance, separation and
+keypoint motion losses, off in the paper presets]; D loss = BCE(real, 1) +
 BCE(fake, 0) on the 'patch' logits. The generator (detector, image encoder, translator) and
 the discriminator have their own tape and Adam optimizer. One step = a G update and then a D
 update on the same batch, D seeing the fakes of G's forward pass: the original pulled a fresh
@@ -79,6 +79,11 @@ class KeypointTrainer(AdversarialTrainer):
                     tf.concat([out["reference_keypoints"], out["target_keypoints"]], 0),
                     self.cfg.separation_sigma)
                 total += self.cfg.lambda_separation * metrics["separation"]
+            if self.cfg.lambda_keypoint_motion > 0 and self.train_detector:
+                metrics["keypoint_motion"] = losses.keypoint_motion(
+                    batch["reference"], target, out["reference_keypoints"],
+                    out["target_keypoints"], self.cfg.keypoint_motion_sigma)
+                total += self.cfg.lambda_keypoint_motion * metrics["keypoint_motion"]
             if "warped_reference" in batch and self.train_detector:
                 warped = self.nets.detector(batch["warped_reference"], training=True)
                 metrics["equivariance"] = losses.keypoint_equivariance(
