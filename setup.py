@@ -21,7 +21,8 @@ setup(
         "opencv-python-headless>=4.9,<6",
         "Pillow>=10,<14",
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    # xdist: the suite runs in two processes (the README test command, .ci/run)
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"]},
     # The commands beside `python -m kp_tf.X`; each module's console_main runs it.
     entry_points={"console_scripts": [
         "kp-train=kp_tf.train:console_main",

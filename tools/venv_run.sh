@@ -2,7 +2,7 @@
 # Runs a command inside the project's virtual environment, creating and installing it first
 # when needed (a fresh machine needs only Python 3.11). Re-installs when setup.py changes.
 #   bash tools/venv_run.sh python -m kp_tf.train --dataset=synthetic
-#   bash tools/venv_run.sh python -m pytest -q tests
+#   bash tools/venv_run.sh python -m pytest -q -n 2 --dist loadfile tests
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${KP_TF_VENV:-$repo/.venv}"
