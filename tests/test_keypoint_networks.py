@@ -173,7 +173,6 @@ def test_keypoint_separation_loss():
     assert grad[0, 0, 0] > 0 > grad[0, 1, 0]  # descent moves k_0 left and k_1 right
 
 
-
 def test_keypoint_motion_loss_pays_a_keypoint_for_following_what_moves():
     from kp_tf import losses
 
