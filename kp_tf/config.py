@@ -23,7 +23,8 @@ GROUPS = ("data", "stage-1 networks", "stage-2 networks", "losses", "training", 
 # Settings that no preset uses and no measurement has supported yet (docs/experiments.md says
 # what was tried): kept for trials, listed apart by `--help`.
 EXPERIMENTAL = frozenset({"plain_pair_detector", "detector_downsample", "warp_blend",
-                          "warp_full_flow", "warp_decoder_maps", "kl_free_bits", "xla"})
+                          "warp_full_flow", "warp_decoder_maps", "kl_free_bits", "xla",
+                          "lambda_keypoint_coverage"})
 
 
 def _f(default, group: str, help_text: str):
@@ -118,6 +119,7 @@ class Config:
     separation_sigma: float = _loss(0.05, "σ of the separation loss (2 = width).")
     lambda_keypoint_motion: float = _loss(0.0, "Weight of the stage-1 keypoint motion loss (0: none).")
     keypoint_motion_sigma: float = _loss(0.1, "σ of the motion loss's nearest-keypoint prior (2 = width).")
+    lambda_keypoint_coverage: float = _loss(0.0, "Weight of the stage-1 keypoint coverage loss (0: none).")
     lambda_l1: float = _loss(1000.0, "λ2, weight of the keypoint L1 loss (eq. 5).")
     lambda_sequence_adv: float = _loss(2.0, "λ3, weight of the stage-2 adversarial loss (eq. 5).")
     lambda_kl: float = _loss(1.0, "Weight of the KL term (eq. 5).")

@@ -95,6 +95,41 @@ def keypoint_motion(reference, target, reference_keypoints, target_keypoints, si
     return ops.mean(ops.stack(errors))
 
 
+def keypoint_coverage(reference, target, reference_keypoints, target_keypoints, sigma: float,
+                      background_logit: float = -4.0, factor: int = 2):
+    """Coverage loss of the keypoints (not in the paper): each pixel whose change the
+    network-free warp leaves unexplained pulls its nearest keypoint towards it,
+    Σ_z e(z) min_k ‖z − p_k‖² / Σ_z e(z), with e = |T − warp(R)| (no gradient) averaged over
+    channels at 1/`factor` of the resolution, for the reference and the target keypoints alike.
+
+    The motion loss only moves keypoints that already sit within a few σ of a moving part;
+    a raised arm with none near it stays unexplained. This term reaches across the image
+    (k-means on the unexplained error), so the nearest keypoint walks onto the arm, and the
+    motion loss then makes it follow it.
+
+    Args:
+      reference, target: [B, S, S, C]; reference_keypoints, target_keypoints: [B, K, 2] in
+      [-1, 1]. sigma, background_logit: of the warp's nearest-keypoint prior.
+    Returns: scalar, a squared distance in normalized units (2 = the width).
+    """
+    r = ops.average_pool(reference, factor, factor, padding="valid")
+    t = ops.average_pool(target, factor, factor, padding="valid")
+    moved = layers.prior_warp(r, reference_keypoints, target_keypoints, sigma, background_logit)
+    error = ops.stop_gradient(ops.mean(ops.abs(moved - t), axis=-1))  # [B, s, s]
+    size = error.shape[1]
+    line = ops.cast(ops.linspace(-1.0, 1.0, size), error.dtype)
+    xs, ys = ops.meshgrid(line, line)  # "xy" indexing: xs varies along the width
+    pixels = ops.reshape(ops.stack([xs, ys], axis=-1), (1, size * size, 1, 2))
+    weights = ops.reshape(error, (-1, size * size))
+    weights = weights / (ops.sum(weights, axis=1, keepdims=True) + 1e-6)
+
+    def pull(keypoints):
+        nearest = ops.min(ops.sum(ops.square(pixels - keypoints[:, None]), axis=-1), axis=-1)
+        return ops.sum(weights * nearest, axis=1)  # [B]
+
+    return ops.mean(pull(reference_keypoints) + pull(target_keypoints)) / 2.0
+
+
 def kl_divergence(mu, log_var, free_bits: float = 0.0):
     """KL(N(mu, exp(log_var)) ‖ N(0, I)), summed over latent dims, averaged over the batch.
 

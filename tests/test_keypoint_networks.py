@@ -198,6 +198,30 @@ def test_keypoint_motion_loss_pays_a_keypoint_for_following_what_moves():
     assert grads[0] < 0 and grads[1] < 0  # descent moves the target keypoint to the right
 
 
+def test_keypoint_coverage_loss_pulls_the_nearest_keypoint_onto_unexplained_motion():
+    from kp_tf import losses
+
+    s = 32
+    reference = -np.ones((1, s, s, 3), np.float32)
+    target = reference.copy()
+    target[0, 2:6, 24:28] = 1.0  # a patch appears top right, far from every keypoint
+    # k_0 at the centre, k_1 bottom left: k_0 is the nearest to the patch
+    keypoints = tf.Variable(np.array([[[0.0, 0.0], [-0.8, 0.8]]], np.float32))
+    with tf.GradientTape() as tape:
+        loss = losses.keypoint_coverage(reference, target, keypoints, keypoints, sigma=0.1)
+    grad = tape.gradient(loss, keypoints).numpy()[0]
+    # 2x2-pooled cells 1..2 (rows) and 12..13 (columns) of 16, normalized centres
+    centre = np.array([12.5, 1.5]) * 2.0 / 15 - 1.0
+    assert float(loss) == pytest.approx(float(np.sum(np.square(centre))), rel=0.05)
+    descent = -grad[0] / np.linalg.norm(grad[0])
+    np.testing.assert_allclose(descent, centre / np.linalg.norm(centre), atol=0.02)
+    np.testing.assert_allclose(grad[1], 0.0)  # only the nearest keypoint is pulled
+    # a target keypoint on the patch pays nothing; the reference one still pays its half
+    on_patch = np.array([[centre, [-0.8, 0.8]]], np.float32)
+    assert float(losses.keypoint_coverage(reference, target, keypoints, on_patch, 0.1)) == \
+        pytest.approx(float(loss) / 2, rel=0.05)
+
+
 def test_perceptual_loss_is_the_joint_vgg_distance_with_no_target_gradient():
     """Two VGG passes give the value and prediction gradient of one pass over [prediction;
     target] (eq. (4)), and no gradient reaches the target."""

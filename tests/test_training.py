@@ -225,12 +225,13 @@ def test_import_turns_on_onednn_unless_the_user_set_it():
         assert out.strip().splitlines()[-1] == expected
 
 
-def test_separation_and_keypoint_motion_losses_join_the_generator_loss(data_dir, tmp_path):
+def test_separation_keypoint_motion_and_coverage_losses_join_the_generator_loss(data_dir, tmp_path):
     from kp_tf import run_folder, stages
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=1, vgg_weights="none", lambda_separation=3.0,
-                             separation_sigma=0.2, lambda_keypoint_motion=50.0)
+                             separation_sigma=0.2, lambda_keypoint_motion=50.0,
+                             lambda_keypoint_coverage=7.0)
     stages.run(cfg, "keypoints", tf.distribute.get_strategy())
     scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
     values = {k: v[0][1] for k, v in scalars.items()}
@@ -238,9 +239,11 @@ def test_separation_and_keypoint_motion_losses_join_the_generator_loss(data_dir,
     assert 0.5 < values["separation"] <= 1.0
     # A mean absolute error of [-1, 1] images where the figures move: above 0, well below 2.
     assert 0.0 < values["keypoint_motion"] < 0.5
+    # A squared distance in normalized units: above 0, below the image's diagonal squared (8).
+    assert 0.0 < values["keypoint_coverage"] < 8.0
     assert values["g_loss"] == pytest.approx(
         values["perceptual"] + values["g_adversarial"] + 3.0 * values["separation"]
-        + 50.0 * values["keypoint_motion"], rel=1e-5)
+        + 50.0 * values["keypoint_motion"] + 7.0 * values["keypoint_coverage"], rel=1e-5)
 
 
 # --- 2. the paper's 128×128 presets -------------------------------------------------------

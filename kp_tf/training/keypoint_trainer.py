@@ -84,6 +84,11 @@ class KeypointTrainer(AdversarialTrainer):
                     batch["reference"], target, out["reference_keypoints"],
                     out["target_keypoints"], self.cfg.keypoint_motion_sigma)
                 total += self.cfg.lambda_keypoint_motion * metrics["keypoint_motion"]
+            if self.cfg.lambda_keypoint_coverage > 0 and self.train_detector:
+                metrics["keypoint_coverage"] = losses.keypoint_coverage(
+                    batch["reference"], target, out["reference_keypoints"],
+                    out["target_keypoints"], self.cfg.keypoint_motion_sigma)
+                total += self.cfg.lambda_keypoint_coverage * metrics["keypoint_coverage"]
             if "warped_reference" in batch and self.train_detector:
                 warped = self.nets.detector(batch["warped_reference"], training=True)
                 metrics["equivariance"] = losses.keypoint_equivariance(
