@@ -1,8 +1,8 @@
 """Stage 1: keypoint detector + translator trained against the image discriminator (paper §3.1).
 
-G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating) [+ equivariance, separation and
-keypoint motion losses, off in the paper presets]; D loss = BCE(real, 1) +
-BCE(fake, 0) on the 'patch' logits. The generator (detector, image encoder, translator) and
+G loss = λ1 · perceptual (eq. 4) + adversarial (non-saturating) [+ equivariance, separation,
+keypoint motion and keypoint coverage losses, off in the paper presets]; D loss = BCE(real, 1)
++ BCE(fake, 0) on the 'patch' logits. The generator (detector, image encoder, translator) and
 the discriminator have their own tape and Adam optimizer. One step = a G update and then a D
 update on the same batch, D seeing the fakes of G's forward pass: the original pulled a fresh
 batch and recomputed G for its D step, which costs a third more compute for no known gain
