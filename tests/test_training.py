@@ -176,11 +176,12 @@ def test_mixed_bfloat16_stage1_restores_into_float32_detector(data_dir, tmp_path
 
     cfg = config.load_preset("tiny", data_dir=data_dir, logdir=str(tmp_path / "run"),
                              stage1_steps=2, vgg_weights="none", lambda_equivariance=2.0,
-                             lambda_keypoint_motion=10.0, precision="mixed_bfloat16")
+                             lambda_keypoint_motion=10.0, lambda_keypoint_coverage=10.0,
+                             precision="mixed_bfloat16")
     stages.run(cfg, "keypoints", tf.distribute.get_strategy())
     assert keras.config.dtype_policy().name == "float32"
     scalars, _ = read_events(Path(run_folder.paths(cfg)["keypoints"]) / "train")
-    for tag in (*LOSSES, "equivariance", "keypoint_motion"):
+    for tag in (*LOSSES, "equivariance", "keypoint_motion", "keypoint_coverage"):
         assert all(math.isfinite(v) for _, v in scalars[tag]), (tag, scalars[tag])
 
     checkpoint = run_folder.latest_checkpoint(run_folder.paths(cfg)["keypoints"])
