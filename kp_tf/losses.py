@@ -65,25 +65,19 @@ def keypoint_separation(keypoints, sigma: float):
     return ops.mean(per_image)
 
 
-def keypoint_motion(reference, target, reference_keypoints, target_keypoints, sigma: float,
-                    background_logit: float = -4.0, scales=(1, 2, 4)):
-    """Motion loss of the keypoints (not in the paper; the self-supervision of Monkey-Net and
-    FOMM without their networks): mean |T − warp(R)| over an image pyramid, where warp moves
-    the reference R by the nearest-keypoint motion of the detected keypoints
-    (`layers.prior_warp`) and T is the target.
-
-    The perceptual loss only asks the keypoints to carry enough for the translator; this term
-    pays a keypoint for sitting where a translation of its neighbourhood explains the change
-    from R to T, so keypoints move onto the parts that move and follow them. Its
-    gradient reaches the keypoints through edges only; the coarser levels (average-pooled by
-    `scales`) widen them.
+def keypoint_warp_errors(reference, target, reference_keypoints, target_keypoints,
+                         sigma: float, background_logit: float = -4.0, scales=(1, 2, 4)):
+    """|T − warp(R)| per pixel at each level of an image pyramid, where warp moves the
+    reference R by the nearest-keypoint motion of the detected keypoints
+    (`layers.prior_warp`) and T is the target; the levels are average-pooled by `scales`.
+    The keypoint motion and coverage losses both read these maps, so a step warps once.
 
     Args:
       reference, target: [B, S, S, C]; reference_keypoints, target_keypoints: [B, K, 2] in
       [-1, 1]. sigma, background_logit: of the nearest-keypoint prior.
-    Returns: scalar, the mean of the per-level mean absolute errors.
+    Returns: {factor: [B, S / factor, S / factor, C]}.
     """
-    errors = []
+    errors = {}
     for factor in scales:
         r, t = reference, target
         if factor > 1:
@@ -91,16 +85,32 @@ def keypoint_motion(reference, target, reference_keypoints, target_keypoints, si
             t = ops.average_pool(t, factor, factor, padding="valid")
         moved = layers.prior_warp(r, reference_keypoints, target_keypoints, sigma,
                                   background_logit)
-        errors.append(ops.mean(ops.abs(moved - t)))
-    return ops.mean(ops.stack(errors))
+        errors[factor] = ops.abs(moved - t)
+    return errors
 
 
-def keypoint_coverage(reference, target, reference_keypoints, target_keypoints, sigma: float,
-                      background_logit: float = -4.0, factor: int = 2):
+def keypoint_motion(errors):
+    """Motion loss of the keypoints (not in the paper; the self-supervision of Monkey-Net and
+    FOMM without their networks): the mean of the per-level mean absolute errors of
+    `keypoint_warp_errors`.
+
+    The perceptual loss only asks the keypoints to carry enough for the translator; this term
+    pays a keypoint for sitting where a translation of its neighbourhood explains the change
+    from R to T, so keypoints move onto the parts that move and follow them. Its
+    gradient reaches the keypoints through edges only; the coarser levels widen them.
+
+    Args:
+      errors: {factor: [B, s, s, C]}, as `keypoint_warp_errors` returns.
+    Returns: scalar.
+    """
+    return ops.mean(ops.stack([ops.mean(error) for error in errors.values()]))
+
+
+def keypoint_coverage(error, reference_keypoints, target_keypoints):
     """Coverage loss of the keypoints (not in the paper): each pixel whose change the
     network-free warp leaves unexplained pulls its nearest keypoint towards it,
-    Σ_z e(z) min_k ‖z − p_k‖² / Σ_z e(z), with e = |T − warp(R)| (no gradient) averaged over
-    channels at 1/`factor` of the resolution, for the reference and the target keypoints alike.
+    Σ_z e(z) min_k ‖z − p_k‖² / Σ_z e(z), with e the warp's error (no gradient) averaged over
+    channels, for the reference and the target keypoints alike.
 
     The motion loss only moves keypoints that already sit within a few σ of a moving part;
     a raised arm with none near it stays unexplained. This term reaches across the image
@@ -108,14 +118,11 @@ def keypoint_coverage(reference, target, reference_keypoints, target_keypoints, 
     motion loss then makes it follow it.
 
     Args:
-      reference, target: [B, S, S, C]; reference_keypoints, target_keypoints: [B, K, 2] in
-      [-1, 1]. sigma, background_logit: of the warp's nearest-keypoint prior.
+      error: [B, s, s, C], one level of `keypoint_warp_errors` (the trainer's: 1/2 size).
+      reference_keypoints, target_keypoints: [B, K, 2] in [-1, 1].
     Returns: scalar, a squared distance in normalized units (2 = the width).
     """
-    r = ops.average_pool(reference, factor, factor, padding="valid")
-    t = ops.average_pool(target, factor, factor, padding="valid")
-    moved = layers.prior_warp(r, reference_keypoints, target_keypoints, sigma, background_logit)
-    error = ops.stop_gradient(ops.mean(ops.abs(moved - t), axis=-1))  # [B, s, s]
+    error = ops.stop_gradient(ops.mean(error, axis=-1))  # [B, s, s]
     size = error.shape[1]
     line = ops.cast(ops.linspace(-1.0, 1.0, size), error.dtype)
     xs, ys = ops.meshgrid(line, line)  # "xy" indexing: xs varies along the width

@@ -187,7 +187,8 @@ def test_keypoint_motion_loss_pays_a_keypoint_for_following_what_moves():
     for dx in (0, 3, 6):
         moved = tf.Variable(start + np.array([[[dx * step, 0.0]]], np.float32))
         with tf.GradientTape() as tape:
-            loss = losses.keypoint_motion(reference, target, start, moved, sigma=0.15)
+            loss = losses.keypoint_motion(
+                losses.keypoint_warp_errors(reference, target, start, moved, sigma=0.15))
         values.append(float(loss))
         grads.append(tape.gradient(loss, moved).numpy()[0, 0, 0])
     # A keypoint that stays is the identity warp: the loss is the copy's error at full size
@@ -207,8 +208,14 @@ def test_keypoint_coverage_loss_pulls_the_nearest_keypoint_onto_unexplained_moti
     target[0, 2:6, 24:28] = 1.0  # a patch appears top right, far from every keypoint
     # k_0 at the centre, k_1 bottom left: k_0 is the nearest to the patch
     keypoints = tf.Variable(np.array([[[0.0, 0.0], [-0.8, 0.8]]], np.float32))
+
+    def coverage(reference_keypoints, target_keypoints):
+        errors = losses.keypoint_warp_errors(reference, target, reference_keypoints,
+                                             target_keypoints, sigma=0.1, scales=(2,))
+        return losses.keypoint_coverage(errors[2], reference_keypoints, target_keypoints)
+
     with tf.GradientTape() as tape:
-        loss = losses.keypoint_coverage(reference, target, keypoints, keypoints, sigma=0.1)
+        loss = coverage(keypoints, keypoints)
     grad = tape.gradient(loss, keypoints).numpy()[0]
     # 2x2-pooled cells 1..2 (rows) and 12..13 (columns) of 16, normalized centres
     centre = np.array([12.5, 1.5]) * 2.0 / 15 - 1.0
@@ -218,8 +225,7 @@ def test_keypoint_coverage_loss_pulls_the_nearest_keypoint_onto_unexplained_moti
     np.testing.assert_allclose(grad[1], 0.0)  # only the nearest keypoint is pulled
     # a target keypoint on the patch pays nothing; the reference one still pays its half
     on_patch = np.array([[centre, [-0.8, 0.8]]], np.float32)
-    assert float(losses.keypoint_coverage(reference, target, keypoints, on_patch, 0.1)) == \
-        pytest.approx(float(loss) / 2, rel=0.05)
+    assert float(coverage(keypoints, on_patch)) == pytest.approx(float(loss) / 2, rel=0.05)
 
 
 def test_perceptual_loss_is_the_joint_vgg_distance_with_no_target_gradient():

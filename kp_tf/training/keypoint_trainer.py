@@ -79,16 +79,20 @@ class KeypointTrainer(AdversarialTrainer):
                     tf.concat([out["reference_keypoints"], out["target_keypoints"]], 0),
                     self.cfg.separation_sigma)
                 total += self.cfg.lambda_separation * metrics["separation"]
-            if self.cfg.lambda_keypoint_motion > 0 and self.train_detector:
-                metrics["keypoint_motion"] = losses.keypoint_motion(
+            motion, coverage = self.cfg.lambda_keypoint_motion, self.cfg.lambda_keypoint_coverage
+            if (motion > 0 or coverage > 0) and self.train_detector:
+                # one warp of the reference per level serves both terms; coverage reads 1/2 size
+                errors = losses.keypoint_warp_errors(
                     batch["reference"], target, out["reference_keypoints"],
-                    out["target_keypoints"], self.cfg.keypoint_motion_sigma)
-                total += self.cfg.lambda_keypoint_motion * metrics["keypoint_motion"]
-            if self.cfg.lambda_keypoint_coverage > 0 and self.train_detector:
-                metrics["keypoint_coverage"] = losses.keypoint_coverage(
-                    batch["reference"], target, out["reference_keypoints"],
-                    out["target_keypoints"], self.cfg.keypoint_motion_sigma)
-                total += self.cfg.lambda_keypoint_coverage * metrics["keypoint_coverage"]
+                    out["target_keypoints"], self.cfg.keypoint_motion_sigma,
+                    scales=(1, 2, 4) if motion > 0 else (2,))
+                if motion > 0:
+                    metrics["keypoint_motion"] = losses.keypoint_motion(errors)
+                    total += motion * metrics["keypoint_motion"]
+                if coverage > 0:
+                    metrics["keypoint_coverage"] = losses.keypoint_coverage(
+                        errors[2], out["reference_keypoints"], out["target_keypoints"])
+                    total += coverage * metrics["keypoint_coverage"]
             if "warped_reference" in batch and self.train_detector:
                 warped = self.nets.detector(batch["warped_reference"], training=True)
                 metrics["equivariance"] = losses.keypoint_equivariance(
