@@ -98,6 +98,8 @@ class Config:
     perceptual_layers: str = _stage1(
         "block1_conv2,block2_conv2,block3_conv4,block4_conv4,block5_conv4",
         "VGG19 layers of the perceptual loss, equal weights.")
+    perceptual_scales: str = _stage1(
+        "1", "Pooling factors of the perceptual loss's image pyramid, e.g. '1,2,4' (1: eq. 4).")
     vgg_weights: str = _stage1("imagenet", "VGG19 weights: 'imagenet' (found by kp_tf.pretrained), a path, or 'none'.")
 
     lstm_units: int = _stage2(1024, "Units of each LSTM layer (cVAE and sequence discriminator).")
@@ -160,6 +162,10 @@ class Config:
     @property
     def perceptual_layer_list(self) -> list[str]:
         return [s for s in self.perceptual_layers.split(",") if s]
+
+    @property
+    def perceptual_scale_list(self) -> list[int]:
+        return [int(s) for s in self.perceptual_scales.split(",") if s]
 
     def replace(self, **kwargs) -> "Config":
         return dataclasses.replace(self, **kwargs)

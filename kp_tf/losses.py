@@ -168,24 +168,31 @@ class PerceptualLoss(keras.layers.Layer):
     Images in [-1, 1] are mapped to [0, 255], RGB→BGR, minus the Caffe means (exactly
     `keras.applications.vgg19.preprocess_input`), then compared at each of `layers` (post-ReLU
     activations) by mean absolute difference; the layer losses are averaged with equal weight,
-    as in the original code. VGG19 is frozen. Its ImageNet weights are found by the project's
+    as in the original code. With `scales` beyond (1,), the same distance is also taken on both
+    images average-pooled by each factor and the scales are averaged (FOMM's pyramid, Siarohin
+    et al. 2019, §3.4): a coarse level sees a part that moved further than block 2's receptive
+    field, which the full-size level alone gives no gradient towards. VGG19 is frozen. Its ImageNet weights are found by the project's
     rule for pretrained files (kp_tf.pretrained.vgg19_weights: flag, Keras' cache, the shared
     folder, the download) and checked before use.
 
     Args:
       layers: VGG19 layer names, e.g. ["block1_conv2", ..., "block5_conv4"].
       weights: "imagenet", a path to the h5 file, or None / "none" (random; for tests only).
+      scales: average-pooling factors of the pyramid, e.g. (1, 2, 4); (1,) is eq. (4).
 
     Call: `loss(prediction, target)`, both [B, H, W, 3] in [-1, 1] → scalar.
     """
 
-    def __init__(self, layers, weights="imagenet", **kwargs):
+    def __init__(self, layers, weights="imagenet", scales=(1,), **kwargs):
         # Always frozen. Its config carries trainable=False (Layer.get_config), which comes back
         # here through from_config: set, not passed twice.
         kwargs["trainable"] = False
         super().__init__(**kwargs)
         self.layer_names = list(layers)
         self.weights_source = weights
+        self.scales = tuple(int(f) for f in scales)
+        if not self.scales or min(self.scales) < 1:
+            raise ValueError(f"PerceptualLoss: scales must be pooling factors ≥ 1, got {scales}")
         from kp_tf import pretrained
 
         vgg = keras.applications.VGG19(include_top=False,
@@ -208,10 +215,17 @@ class PerceptualLoss(keras.layers.Layer):
         # Two passes, not one over the concatenated batch: the target needs no gradient, and
         # the backward pass of a joint pass would run VGG's input gradient over both halves
         # (plus the slices' gradients) only to drop the target's.
-        predicted = self._features(prediction)
-        targets = self._features(ops.stop_gradient(target))
-        per_layer = [ops.mean(ops.abs(p - t), axis=(1, 2, 3)) for p, t in zip(predicted, targets)]
-        return ops.mean(ops.stack(per_layer, axis=1), axis=1)
+        target = ops.stop_gradient(target)
+        per_scale = []
+        for factor in self.scales:
+            p, t = prediction, target
+            if factor > 1:
+                p = ops.average_pool(p, factor, factor)
+                t = ops.average_pool(t, factor, factor)
+            per_layer = [ops.mean(ops.abs(a - b), axis=(1, 2, 3))
+                         for a, b in zip(self._features(p), self._features(t))]
+            per_scale.append(ops.mean(ops.stack(per_layer, axis=1), axis=1))
+        return ops.mean(ops.stack(per_scale, axis=1), axis=1)
 
     def _features(self, images):
         features = self.features(self._preprocess(images))
@@ -222,7 +236,8 @@ class PerceptualLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"layers": self.layer_names, "weights": self.weights_source})
+        config.update({"layers": self.layer_names, "weights": self.weights_source,
+                       "scales": list(self.scales)})
         return config
 
 

@@ -248,3 +248,27 @@ def test_perceptual_loss_is_the_joint_vgg_distance_with_no_target_gradient():
     np.testing.assert_allclose(grad.numpy(), joint_grad.numpy(), rtol=1e-5, atol=1e-9)
     assert tape.gradient(value, target) is None
     assert float(loss(target, target)) == 0.0
+
+
+def test_perceptual_pyramid_averages_the_distance_of_pooled_images():
+    """scales=(1, 2, 4): the mean of eq. (4) on the images and on both average-pooled by 2 and
+    by 4; a shift too large for block 2's receptive field at full size still costs at 1/4."""
+    from kp_tf.losses import PerceptualLoss
+
+    layers = ["block1_conv2", "block2_conv2"]
+    plain = PerceptualLoss(layers, weights="none")
+    pyramid = PerceptualLoss(layers, weights="none", scales=(1, 2, 4))
+    pyramid.features.set_weights(plain.features.get_weights())
+    rng = np.random.default_rng(1)
+    a = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    b = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+
+    def pooled(x, f):
+        return x.reshape(2, 32 // f, f, 32 // f, f, 3).mean(axis=(2, 4))
+
+    expected = np.mean([float(plain(pooled(a, f), pooled(b, f))) for f in (1, 2, 4)])
+    assert float(pyramid(a, b)) == pytest.approx(expected, rel=1e-5)
+    assert float(pyramid(a, b)) < float(plain(a, b))  # pooled noise differs less
+    assert pyramid.get_config()["scales"] == [1, 2, 4]
+    with pytest.raises(ValueError, match="scales"):
+        PerceptualLoss(layers, weights="none", scales=(0,))

@@ -48,7 +48,8 @@ class KeypointTrainer(AdversarialTrainer):
         with loop.dtype_policy(self.precision):
             self.nets = Stage1Networks(cfg)
             self.perceptual = losses.PerceptualLoss(cfg.perceptual_layer_list,
-                                                    weights=cfg.vgg_weights)
+                                                    weights=cfg.vgg_weights,
+                                                    scales=cfg.perceptual_scale_list)
         self.discriminator = self.nets.discriminator
         self._init_optimizers(cfg, self.nets.generator_variables)
         # False in the plain-pair phase when not cfg.plain_pair_detector (train_keypoints):
