@@ -23,7 +23,7 @@ GROUPS = ("data", "stage-1 networks", "stage-2 networks", "losses", "training", 
 # Settings that no preset uses and no measurement has supported yet (docs/experiments.md says
 # what was tried): kept for trials, listed apart by `--help`.
 EXPERIMENTAL = frozenset({"plain_pair_detector", "detector_downsample", "warp_blend",
-                          "warp_full_flow", "warp_decoder_maps", "kl_free_bits", "xla"})
+                          "warp_decoder_maps", "perceptual_scales", "kl_free_bits", "xla"})
 
 
 def _f(default, group: str, help_text: str):
