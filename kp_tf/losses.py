@@ -170,10 +170,10 @@ class PerceptualLoss(keras.layers.Layer):
     activations) by mean absolute difference; the layer losses are averaged with equal weight,
     as in the original code. With `scales` beyond (1,), the same distance is also taken on both
     images average-pooled by each factor and the scales are averaged (FOMM's pyramid, Siarohin
-    et al. 2019, §3.4): a coarse level sees a part that moved further than block 2's receptive
-    field, which the full-size level alone gives no gradient towards. VGG19 is frozen. Its ImageNet weights are found by the project's
-    rule for pretrained files (kp_tf.pretrained.vgg19_weights: flag, Keras' cache, the shared
-    folder, the download) and checked before use.
+    et al. 2019, §3.4), so that a part that moved further than the shallow layers' receptive
+    field still pulls the prediction towards it. VGG19 is frozen. Its ImageNet weights are
+    found by the project's rule for pretrained files (kp_tf.pretrained.vgg19_weights: flag,
+    Keras' cache, the shared folder, the download) and checked before use.
 
     Args:
       layers: VGG19 layer names, e.g. ["block1_conv2", ..., "block5_conv4"].

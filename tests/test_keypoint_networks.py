@@ -252,7 +252,7 @@ def test_perceptual_loss_is_the_joint_vgg_distance_with_no_target_gradient():
 
 def test_perceptual_pyramid_averages_the_distance_of_pooled_images():
     """scales=(1, 2, 4): the mean of eq. (4) on the images and on both average-pooled by 2 and
-    by 4; a shift too large for block 2's receptive field at full size still costs at 1/4."""
+    by 4; factors below 1 are refused."""
     from kp_tf.losses import PerceptualLoss
 
     layers = ["block1_conv2", "block2_conv2"]
