@@ -165,7 +165,11 @@ class Config:
 
     @property
     def perceptual_scale_list(self) -> list[int]:
-        return [int(s) for s in self.perceptual_scales.split(",") if s]
+        try:
+            return [int(s) for s in self.perceptual_scales.split(",") if s]
+        except ValueError:
+            raise ValueError(f"--perceptual_scales: expected pooling factors such as '1,2,4', "
+                             f"got {self.perceptual_scales!r}") from None
 
     def replace(self, **kwargs) -> "Config":
         return dataclasses.replace(self, **kwargs)

@@ -1,6 +1,8 @@
 """The settings: grouped, each with a one-line help, experimental ones named in one place and
 used by no preset."""
 
+import pytest
+
 from kp_tf import config
 
 
@@ -27,3 +29,10 @@ def test_grouped_help_lists_every_setting_once_under_its_group():
     assert sections == list(config.GROUPS) + ["experimental"]
     assert text.index("--kl_free_bits:") > text.index("  experimental:")
     assert config.help_text("xla").startswith("[experimental] ")
+
+
+def test_perceptual_scales_are_read_as_pooling_factors_and_a_bad_one_names_the_flag():
+    assert config.Config(perceptual_scales="1,2,4").perceptual_scale_list == [1, 2, 4]
+    assert config.Config().perceptual_scale_list == [1]
+    with pytest.raises(ValueError, match="--perceptual_scales: .*'1,half'"):
+        config.Config(perceptual_scales="1,half").perceptual_scale_list
